@@ -65,10 +65,26 @@ func applyEnv(cfg *Config, env []string) error {
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("environment: %w", errors.Join(errs...))
+		return &envError{errs: errs}
 	}
 	return nil
 }
+
+// envError lists every bad override, one per line; Unwrap keeps
+// errors.Is working (fs.ErrNotExist from a _FILE).
+type envError struct{ errs []error }
+
+func (e *envError) Error() string {
+	var b strings.Builder
+	b.WriteString("invalid SIDETRACK_* environment overrides:")
+	for _, err := range e.errs {
+		b.WriteString("\n  ")
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}
+
+func (e *envError) Unwrap() []error { return e.errs }
 
 // applyEnvVar applies one variable. Errors name the variable, never its
 // value (it may be a secret).
