@@ -36,7 +36,7 @@ import (
 //
 //	device  : id[16]                               → 44 characters
 //	session : id[16] last_activity_unix_s[8]       → 55 characters
-//	touches : flags[1] touch? touch?               → ≤ 1 KiB
+//	touches : flags[1] written_unix_day(uvarint) touch? touch?  → ≤ 1 KiB
 //	touch   : at_unix_s(uvarint) then source, medium, campaign, channel,
 //	          click_id_kind, each len[1] ‖ bytes
 const (
@@ -133,7 +133,7 @@ func newCookieSigner(secrets []string) *cookieSigner {
 	return s
 }
 
-func (s *cookieSigner) get() *ckScratch  { return s.pool.Get().(*ckScratch) }
+func (s *cookieSigner) get() *ckScratch   { return s.pool.Get().(*ckScratch) }
 func (s *cookieSigner) put(sc *ckScratch) { s.pool.Put(sc) }
 
 // ckBytes views a string as bytes without copying; the result must not be
@@ -144,9 +144,7 @@ func ckBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)
 func (sc *ckScratch) tag(i int, kind byte, bind, payload []byte) []byte {
 	m := sc.macs[i]
 	m.Reset()
-	var hdr [2]byte
-	hdr[0], hdr[1] = kind, byte(len(bind))
-	sc.sum[0], sc.sum[1] = hdr[0], hdr[1]
+	sc.sum[0], sc.sum[1] = kind, byte(len(bind))
 	m.Write(sc.sum[:2])
 	m.Write(bind)
 	m.Write(payload)
@@ -234,42 +232,47 @@ type touchView struct {
 	ok                                           bool
 }
 
-// openTouches decodes a touches cookie issued for device.
-func (sc *ckScratch) openTouches(value string, device [ckIDLen]byte) (first, last touchView, v ckVerify) {
-	p, v := sc.open(value, ckKindTouches, device[:], 1+1+ckTagLen, ckTouchesMax)
+// openTouches decodes a touches cookie issued for device; written is the
+// day (unix days) it was last written.
+func (sc *ckScratch) openTouches(value string, device [ckIDLen]byte) (first, last touchView, written int64, v ckVerify) {
+	p, v := sc.open(value, ckKindTouches, device[:], 1+2+ckTagLen, ckTouchesMax)
 	if v < ckStale {
-		return first, last, v
+		return first, last, 0, v
 	}
-	first, last, ok := decodeTouchesPayload(p)
+	first, last, written, ok := decodeTouchesPayload(p)
 	if !ok {
-		return touchView{}, touchView{}, ckBad
+		return touchView{}, touchView{}, 0, ckBad
 	}
-	return first, last, v
+	return first, last, written, v
 }
 
 // decodeTouchesPayload parses a verified touches payload (version byte
 // first). A signed payload that does not parse is treated as garbage: it
 // can only come from a future format.
-func decodeTouchesPayload(p []byte) (first, last touchView, ok bool) {
-	if len(p) < 2 {
-		return first, last, false
+func decodeTouchesPayload(p []byte) (first, last touchView, written int64, ok bool) {
+	if len(p) < 3 {
+		return first, last, 0, false
 	}
 	flags := p[1]
 	if flags&^3 != 0 {
-		return first, last, false
+		return first, last, 0, false
 	}
-	p = p[2:]
+	w, n := binary.Uvarint(p[2:])
+	if n <= 0 || w > 1<<30 {
+		return first, last, 0, false
+	}
+	p = p[2+n:]
 	if flags&1 != 0 {
 		if first, p, ok = decodeTouch(p); !ok {
-			return first, last, false
+			return first, last, 0, false
 		}
 	}
 	if flags&2 != 0 {
 		if last, p, ok = decodeTouch(p); !ok {
-			return first, last, false
+			return first, last, 0, false
 		}
 	}
-	return first, last, len(p) == 0
+	return first, last, int64(w), len(p) == 0
 }
 
 func decodeTouch(p []byte) (t touchView, rest []byte, ok bool) {
@@ -291,9 +294,9 @@ func decodeTouch(p []byte) (t touchView, rest []byte, ok bool) {
 	return t, p, true
 }
 
-// sealTouches encodes first/last touch for device; zero touches are left
-// out. It returns nil when both are zero.
-func (sc *ckScratch) sealTouches(first, last *Touch, device [ckIDLen]byte) []byte {
+// sealTouches encodes first/last touch for device, written on day (unix
+// days); zero touches are left out. It returns nil when both are zero.
+func (sc *ckScratch) sealTouches(first, last *Touch, device [ckIDLen]byte, day int64) []byte {
 	var flags byte
 	if !first.IsZero() {
 		flags |= 1
@@ -306,6 +309,7 @@ func (sc *ckScratch) sealTouches(first, last *Touch, device [ckIDLen]byte) []byt
 	}
 	b := sc.tmp[:0]
 	b = append(b, ckVersion, flags)
+	b = binary.AppendUvarint(b, uint64(max(day, 0)))
 	if flags&1 != 0 {
 		b = appendTouch(b, first)
 	}

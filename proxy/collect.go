@@ -98,7 +98,7 @@ func (c *collectDecoder) decodeJSON(d *decoded, body []byte, now time.Time) erro
 	}
 	bv := o.Get("batch")
 	if bv == nil {
-		decodeEvent(d, d.next(), 0, v, now)
+		decodeCollectEvent(d, d.next(), 0, v, now)
 		return nil
 	}
 	if o.Len() != 1 {
@@ -115,7 +115,7 @@ func (c *collectDecoder) decodeJSON(d *decoded, body []byte, now time.Time) erro
 		return errTooLarge("batch holds more than " + strconv.Itoa(c.maxBatch) + " events")
 	}
 	for i, ev := range arr {
-		decodeEvent(d, d.next(), i, ev, now)
+		decodeCollectEvent(d, d.next(), i, ev, now)
 	}
 	return nil
 }
@@ -128,7 +128,7 @@ func (c *collectDecoder) decodeQuery(d *decoded, query []byte, now time.Time) er
 	args := fasthttp.AcquireArgs()
 	defer fasthttp.ReleaseArgs(args)
 	args.ParseBytes(query)
-	x := eventDec{d: d, e: d.next(), i: 0}
+	x := collectEventDec{d: d, e: d.next(), i: 0}
 	x.start(now)
 	for k, v := range args.All() {
 		x.queryField(k, v)
@@ -137,9 +137,9 @@ func (c *collectDecoder) decodeQuery(d *decoded, query []byte, now time.Time) er
 	return nil
 }
 
-// decodeEvent decodes one event object into e, the event at index i.
-func decodeEvent(d *decoded, e *enrich.Event, i int, v *fastjson.Value, now time.Time) {
-	x := eventDec{d: d, e: e, i: i}
+// decodeCollectEvent decodes one event object into e, the event at index i.
+func decodeCollectEvent(d *decoded, e *enrich.Event, i int, v *fastjson.Value, now time.Time) {
+	x := collectEventDec{d: d, e: e, i: i}
 	x.start(now)
 	o, err := v.Object()
 	if err != nil {
@@ -150,8 +150,8 @@ func decodeEvent(d *decoded, e *enrich.Event, i int, v *fastjson.Value, now time
 	x.finish()
 }
 
-// eventDec is the state of decoding one event. It lives on the stack.
-type eventDec struct {
+// collectEventDec is the state of decoding one event. It lives on the stack.
+type collectEventDec struct {
 	d       *decoded
 	e       *enrich.Event
 	i       int
@@ -159,14 +159,14 @@ type eventDec struct {
 	sawName bool
 }
 
-func (x *eventDec) start(now time.Time) {
+func (x *collectEventDec) start(now time.Time) {
 	x.now = now
 	x.e.Source = enrich.SourceCollect
 	x.e.ReceivedAt = now
 	x.e.OccurredAt = now
 }
 
-func (x *eventDec) finish() {
+func (x *collectEventDec) finish() {
 	if !x.sawName {
 		x.problem("name", collectMsgRequired)
 	}
@@ -174,7 +174,7 @@ func (x *eventDec) finish() {
 
 // problem records a field error, up to collectMaxProblems per request (a body of
 // thousands of typos must not turn into an answer many times its size).
-func (x *eventDec) problem(field, msg string) {
+func (x *collectEventDec) problem(field, msg string) {
 	switch n := len(x.d.problems); {
 	case n < collectMaxProblems:
 		x.d.problem(x.i, field, msg)
@@ -184,8 +184,8 @@ func (x *eventDec) problem(field, msg string) {
 }
 
 // jsonField applies one top-level member of an event object.
-func (x *eventDec) jsonField(k []byte, v *fastjson.Value) {
-	key := bytesView(k)
+func (x *collectEventDec) jsonField(k []byte, v *fastjson.Value) {
+	key := collectView(k)
 	t := v.Type()
 	switch key {
 	case "name", "event_id", "timestamp", "url", "referrer", "title", "currency", "coupon":
@@ -229,14 +229,14 @@ func (x *eventDec) jsonField(k []byte, v *fastjson.Value) {
 	case "user":
 		x.jsonUser(v)
 	default:
-		x.problem(echoField("", k), collectMsgUnknown)
+		x.problem(collectEchoField("", k), collectMsgUnknown)
 	}
 }
 
 // text applies a top-level field whose value arrived as text (a JSON
 // string, an id given as a JSON number, or a query parameter). It reports
 // whether key is such a field. Empty optional values count as absent.
-func (x *eventDec) text(key string, b []byte) bool {
+func (x *collectEventDec) text(key string, b []byte) bool {
 	e := x.e
 	switch key {
 	case "name":
@@ -294,7 +294,7 @@ func (x *eventDec) text(key string, b []byte) bool {
 
 // fits reports whether a text value is within collectMaxText, recording a
 // problem when it is not.
-func (x *eventDec) fits(field string, b []byte) bool {
+func (x *collectEventDec) fits(field string, b []byte) bool {
 	if len(b) > collectMaxText {
 		x.problem(field, collectMsgTooLong)
 		return false
@@ -304,11 +304,11 @@ func (x *eventDec) fits(field string, b []byte) bool {
 
 // timestamp parses an RFC 3339 time into OccurredAt. A time in the future
 // (a client clock ahead of ours) is clamped to now and flagged.
-func (x *eventDec) timestamp(b []byte) {
+func (x *collectEventDec) timestamp(b []byte) {
 	if len(b) == 0 {
 		return
 	}
-	t, err := time.Parse(time.RFC3339Nano, bytesView(b))
+	t, err := time.Parse(time.RFC3339Nano, collectView(b))
 	if err != nil && len(b) > 6 && b[len(b)-6] == ' ' && len(b) < 64 {
 		// An unescaped '+' of the offset that a query string turned
 		// into a space: "…T10:00:00 02:00".
@@ -331,7 +331,7 @@ func (x *eventDec) timestamp(b []byte) {
 
 // jsonID returns an id given as a JSON string or number (as its literal
 // text), appending a number's text to buf.
-func (x *eventDec) jsonID(field string, v *fastjson.Value, buf []byte) ([]byte, bool) {
+func (x *collectEventDec) jsonID(field string, v *fastjson.Value, buf []byte) ([]byte, bool) {
 	switch v.Type() {
 	case fastjson.TypeNull:
 		return nil, false
@@ -339,20 +339,35 @@ func (x *eventDec) jsonID(field string, v *fastjson.Value, buf []byte) ([]byte, 
 		b, _ := v.StringBytes()
 		return b, true
 	case fastjson.TypeNumber:
-		if f, err := v.Float64(); err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-			x.problem(field, collectMsgStringOrNum)
-			return nil, false
+		if b, ok := numberText(v, buf); ok {
+			return b, true
 		}
-		return v.MarshalTo(buf), true
 	}
 	x.problem(field, collectMsgStringOrNum)
 	return nil, false
 }
 
+// numberText appends the decimal text of a JSON number used as an id
+// (integers exactly, up to uint64) to buf. fastjson's MarshalTo would
+// keep the literal but makes buf escape to the heap.
+func numberText(v *fastjson.Value, buf []byte) ([]byte, bool) {
+	if n, err := v.Int64(); err == nil {
+		return strconv.AppendInt(buf, n, 10), true
+	}
+	if n, err := v.Uint64(); err == nil {
+		return strconv.AppendUint(buf, n, 10), true
+	}
+	f, err := v.Float64()
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return nil, false
+	}
+	return strconv.AppendFloat(buf, f, 'f', -1, 64), true
+}
+
 // jsonNumber returns a JSON number, or a numeric string coerced to one
 // (flagged coerced_value: "12.50" is unambiguous, and semantic checks such
 // as value ≥ 0 are the validation stage's). null keeps old.
-func (x *eventDec) jsonNumber(field string, v *fastjson.Value, old enrich.OptFloat) enrich.OptFloat {
+func (x *collectEventDec) jsonNumber(field string, v *fastjson.Value, old enrich.OptFloat) enrich.OptFloat {
 	switch v.Type() {
 	case fastjson.TypeNull:
 		return old
@@ -375,7 +390,7 @@ func (x *eventDec) jsonNumber(field string, v *fastjson.Value, old enrich.OptFlo
 }
 
 // jsonItems decodes the items array.
-func (x *eventDec) jsonItems(v *fastjson.Value) {
+func (x *collectEventDec) jsonItems(v *fastjson.Value) {
 	t := v.Type()
 	if t == fastjson.TypeNull {
 		return
@@ -402,8 +417,8 @@ func (x *eventDec) jsonItems(v *fastjson.Value) {
 }
 
 // itemField applies one member of items[j].
-func (x *eventDec) itemField(it *enrich.Item, j int, k []byte, v *fastjson.Value) {
-	key := bytesView(k)
+func (x *collectEventDec) itemField(it *enrich.Item, j int, k []byte, v *fastjson.Value) {
+	key := collectView(k)
 	var num *enrich.OptFloat
 	switch key {
 	case "price":
@@ -459,7 +474,7 @@ func (x *eventDec) itemField(it *enrich.Item, j int, k []byte, v *fastjson.Value
 	case "location_id":
 		dst = &it.LocationID
 	default:
-		x.problem(echoField(collectItemPath(j, "")+".", k), collectMsgUnknown)
+		x.problem(collectEchoField(collectItemPath(j, "")+".", k), collectMsgUnknown)
 		return
 	}
 	var b []byte
@@ -470,8 +485,8 @@ func (x *eventDec) itemField(it *enrich.Item, j int, k []byte, v *fastjson.Value
 	case t == fastjson.TypeString:
 		b, _ = v.StringBytes()
 	case t == fastjson.TypeNumber && idOK:
-		if f, err := v.Float64(); err == nil && !math.IsNaN(f) && !math.IsInf(f, 0) {
-			b = v.MarshalTo(buf[:0])
+		var ok bool
+		if b, ok = numberText(v, buf[:0]); ok {
 			break
 		}
 		fallthrough
@@ -492,7 +507,7 @@ func (x *eventDec) itemField(it *enrich.Item, j int, k []byte, v *fastjson.Value
 
 // itemNumber is jsonNumber without the error reporting (the caller builds
 // the item's field path only when there is an error).
-func (x *eventDec) itemNumber(v *fastjson.Value) (float64, bool) {
+func (x *collectEventDec) itemNumber(v *fastjson.Value) (float64, bool) {
 	switch v.Type() {
 	case fastjson.TypeNumber:
 		f, err := v.Float64()
@@ -509,7 +524,7 @@ func (x *eventDec) itemNumber(v *fastjson.Value) (float64, bool) {
 
 // jsonConsent records the consent object's purposes as received, in
 // Consent.Categories; the consent stage interprets them.
-func (x *eventDec) jsonConsent(v *fastjson.Value) {
+func (x *collectEventDec) jsonConsent(v *fastjson.Value) {
 	t := v.Type()
 	if t == fastjson.TypeNull {
 		return
@@ -521,10 +536,10 @@ func (x *eventDec) jsonConsent(v *fastjson.Value) {
 	}
 	o.Visit(func(k []byte, v *fastjson.Value) {
 		if v.Type() != fastjson.TypeString {
-			if consentPurpose(k) == "" {
-				x.problem(echoField("consent.", k), collectMsgPurpose)
+			if collectPurpose(k) == "" {
+				x.problem(collectEchoField("consent.", k), collectMsgPurpose)
 			} else {
-				x.problem(echoField("consent.", k), collectMsgConsentValue)
+				x.problem(collectEchoField("consent.", k), collectMsgConsentValue)
 			}
 			return
 		}
@@ -534,14 +549,14 @@ func (x *eventDec) jsonConsent(v *fastjson.Value) {
 }
 
 // consent records one purpose's state.
-func (x *eventDec) consent(purpose, state []byte) {
-	key := consentPurpose(purpose)
+func (x *collectEventDec) consent(purpose, state []byte) {
+	key := collectPurpose(purpose)
 	if key == "" {
-		x.problem(echoField("consent.", purpose), collectMsgPurpose)
+		x.problem(collectEchoField("consent.", purpose), collectMsgPurpose)
 		return
 	}
 	var s string
-	switch bytesView(state) {
+	switch collectView(state) {
 	case "granted":
 		s = "granted"
 	case "denied":
@@ -553,10 +568,10 @@ func (x *eventDec) consent(purpose, state []byte) {
 	x.e.Consent.Categories.Set(enrich.Prop{Key: key, Kind: enrich.PropString, Str: s})
 }
 
-// consentPurpose returns the canonical (constant) name of a consent
+// collectPurpose returns the canonical (constant) name of a consent
 // purpose, or "" for an unknown one.
-func consentPurpose(k []byte) string {
-	switch bytesView(k) {
+func collectPurpose(k []byte) string {
+	switch collectView(k) {
 	case "analytics":
 		return "analytics"
 	case "ads":
@@ -570,7 +585,7 @@ func consentPurpose(k []byte) string {
 }
 
 // jsonProps decodes an object of scalars into props.
-func (x *eventDec) jsonProps(field string, props *enrich.Props, v *fastjson.Value) {
+func (x *collectEventDec) jsonProps(field string, props *enrich.Props, v *fastjson.Value) {
 	t := v.Type()
 	if t == fastjson.TypeNull {
 		return
@@ -595,14 +610,14 @@ func (x *eventDec) jsonProps(field string, props *enrich.Props, v *fastjson.Valu
 		case fastjson.TypeString:
 			b, _ := v.StringBytes()
 			if len(b) > collectMaxText {
-				x.problem(echoField(field+".", k), collectMsgTooLong)
+				x.problem(collectEchoField(field+".", k), collectMsgTooLong)
 				return
 			}
 			p.Kind, p.Str = enrich.PropString, x.e.Intern(b)
 		case fastjson.TypeNumber:
 			f, err := v.Float64()
 			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-				x.problem(echoField(field+".", k), collectMsgFinite)
+				x.problem(collectEchoField(field+".", k), collectMsgFinite)
 				return
 			}
 			p.Kind, p.Num = enrich.PropNumber, f
@@ -611,7 +626,7 @@ func (x *eventDec) jsonProps(field string, props *enrich.Props, v *fastjson.Valu
 		case fastjson.TypeFalse:
 			p.Kind = enrich.PropBool
 		default:
-			x.problem(echoField(field+".", k), collectMsgScalar)
+			x.problem(collectEchoField(field+".", k), collectMsgScalar)
 			return
 		}
 		p.Key = x.e.Intern(k)
@@ -620,7 +635,7 @@ func (x *eventDec) jsonProps(field string, props *enrich.Props, v *fastjson.Valu
 }
 
 // propKey checks a property name.
-func (x *eventDec) propKey(field string, k []byte) bool {
+func (x *collectEventDec) propKey(field string, k []byte) bool {
 	if len(k) == 0 || len(k) > collectMaxKey {
 		x.problem(field, collectMsgKey)
 		return false
@@ -630,7 +645,7 @@ func (x *eventDec) propKey(field string, k []byte) bool {
 
 // jsonUser decodes the user object's raw PII into e.PII, which only the
 // privacy stage reads (it hashes what consent allows and zeroes the rest).
-func (x *eventDec) jsonUser(v *fastjson.Value) {
+func (x *collectEventDec) jsonUser(v *fastjson.Value) {
 	t := v.Type()
 	if t == fastjson.TypeNull {
 		return
@@ -641,9 +656,9 @@ func (x *eventDec) jsonUser(v *fastjson.Value) {
 		return
 	}
 	o.Visit(func(k []byte, v *fastjson.Value) {
-		dst := rawPIIField(&x.e.PII, bytesView(k))
+		dst := rawPIIField(&x.e.PII, collectView(k))
 		if dst == nil {
-			x.problem(echoField("user.", k), collectMsgUnknown)
+			x.problem(collectEchoField("user.", k), collectMsgUnknown)
 			return
 		}
 		switch v.Type() {
@@ -651,12 +666,12 @@ func (x *eventDec) jsonUser(v *fastjson.Value) {
 			return
 		case fastjson.TypeString:
 		default:
-			x.problem(echoField("user.", k), collectMsgString)
+			x.problem(collectEchoField("user.", k), collectMsgString)
 			return
 		}
 		b, _ := v.StringBytes()
 		if len(b) > collectMaxText {
-			x.problem(echoField("user.", k), collectMsgTooLong)
+			x.problem(collectEchoField("user.", k), collectMsgTooLong)
 			return
 		}
 		*dst = x.e.Intern(b)
@@ -694,8 +709,8 @@ func rawPIIField(p *enrich.PII, key string) *string {
 }
 
 // queryField applies one GET pixel parameter.
-func (x *eventDec) queryField(k, v []byte) {
-	key := bytesView(k)
+func (x *collectEventDec) queryField(k, v []byte) {
+	key := collectView(k)
 	switch {
 	case strings.HasPrefix(key, "p."):
 		x.queryProp("properties", &x.e.Properties, k, k[2:], v, false)
@@ -713,7 +728,7 @@ func (x *eventDec) queryField(k, v []byte) {
 		x.consent(k[len("consent."):], v)
 		return
 	case key == "user" || strings.HasPrefix(key, "user."):
-		x.problem(echoField("", k), collectMsgGETUser)
+		x.problem(collectEchoField("", k), collectMsgGETUser)
 		return
 	case key == "items" || strings.HasPrefix(key, "items[") || strings.HasPrefix(key, "items."):
 		x.problem("items", collectMsgGETItems)
@@ -732,14 +747,14 @@ func (x *eventDec) queryField(k, v []byte) {
 		// cache busters of pixel URLs
 	default:
 		if !x.text(key, v) {
-			x.problem(echoField("", k), collectMsgUnknown)
+			x.problem(collectEchoField("", k), collectMsgUnknown)
 		}
 	}
 }
 
 // queryNumber parses a numeric query parameter. A query value is always
 // text, so this is not a coercion.
-func (x *eventDec) queryNumber(field string, b []byte, old enrich.OptFloat) enrich.OptFloat {
+func (x *collectEventDec) queryNumber(field string, b []byte, old enrich.OptFloat) enrich.OptFloat {
 	if len(b) == 0 {
 		return old
 	}
@@ -752,7 +767,7 @@ func (x *eventDec) queryNumber(field string, b []byte, old enrich.OptFloat) enri
 }
 
 // queryProp applies p.<key>=… (string) or pn.<key>=… (number).
-func (x *eventDec) queryProp(field string, props *enrich.Props, full, k, v []byte, numeric bool) {
+func (x *collectEventDec) queryProp(field string, props *enrich.Props, full, k, v []byte, numeric bool) {
 	if !x.propKey(field, k) {
 		return
 	}
@@ -760,13 +775,13 @@ func (x *eventDec) queryProp(field string, props *enrich.Props, full, k, v []byt
 	if numeric {
 		f, ok := parseDecimal(v)
 		if !ok {
-			x.problem(echoField("", full), collectMsgNumber)
+			x.problem(collectEchoField("", full), collectMsgNumber)
 			return
 		}
 		p.Kind, p.Num = enrich.PropNumber, f
 	} else {
 		if len(v) > collectMaxText {
-			x.problem(echoField("", full), collectMsgTooLong)
+			x.problem(collectEchoField("", full), collectMsgTooLong)
 			return
 		}
 		p.Str = x.e.Intern(v)
@@ -817,7 +832,7 @@ func parseDecimal(b []byte) (float64, bool) {
 	if i != n {
 		return 0, false
 	}
-	f, err := strconv.ParseFloat(bytesView(b), 64)
+	f, err := strconv.ParseFloat(collectView(b), 64)
 	if err != nil || math.IsInf(f, 0) {
 		return 0, false
 	}
@@ -833,10 +848,10 @@ func collectItemPath(j int, key string) string {
 	return p
 }
 
-// echoField builds an error's field path from a request-supplied name:
+// collectEchoField builds an error's field path from a request-supplied name:
 // copied (the request buffer is reused), capped, and valid UTF-8, since
 // it is echoed in the 422 answer.
-func echoField(prefix string, k []byte) string {
+func collectEchoField(prefix string, k []byte) string {
 	const max = 100
 	if len(k) > max {
 		k = k[:max]
@@ -844,8 +859,8 @@ func echoField(prefix string, k []byte) string {
 	return prefix + strings.ToValidUTF8(string(k), "\uFFFD")
 }
 
-// bytesView views b as a string without copying, for lookups and parsing that
+// collectView views b as a string without copying, for lookups and parsing that
 // do not keep the string.
-func bytesView(b []byte) string {
+func collectView(b []byte) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }

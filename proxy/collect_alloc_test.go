@@ -11,7 +11,7 @@ import "testing"
 func TestCollectDecodeAllocs(t *testing.T) {
 	body := readCollectFixture(t, "order.json")
 	c := newCollectDecoder(0)
-	d := newTestDecoded()
+	d := newCollectDecoded()
 	run := func() {
 		if err := c.decodeJSON(d, body, collectNow); err != nil {
 			t.Fatal(err)

@@ -20,9 +20,9 @@ func FuzzCollectJSON(f *testing.F) {
 	}
 	c := newCollectDecoder(50)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		d := newTestDecoded()
+		d := newCollectDecoded()
 		err := c.decodeJSON(d, body, collectNow)
-		checkDecoded(t, d, err)
+		checkCollectDecoded(t, d, err)
 		d.release()
 	})
 }
@@ -38,12 +38,12 @@ func FuzzCollectQuery(f *testing.F) {
 	}
 	c := newCollectDecoder(0)
 	f.Fuzz(func(t *testing.T, q []byte) {
-		d := newTestDecoded()
+		d := newCollectDecoded()
 		err := c.decodeQuery(d, q, collectNow)
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkDecoded(t, d, err)
+		checkCollectDecoded(t, d, err)
 		d.release()
 	})
 }

@@ -19,7 +19,7 @@ import (
 // collectNow is the receive time of every test request.
 var collectNow = time.Date(2025, 3, 14, 10, 0, 0, 0, time.UTC)
 
-func newTestDecoded() *decoded {
+func newCollectDecoded() *decoded {
 	return &decoded{pool: &enrich.EventPool{}}
 }
 
@@ -37,24 +37,24 @@ func readCollectFixture(t testing.TB, name string) []byte {
 // indexes point at events, and raw PII never reaches the encoding.
 func decodeCollect(t testing.TB, maxBatch int, body string) (*decoded, error) {
 	t.Helper()
-	d := newTestDecoded()
+	d := newCollectDecoded()
 	err := newCollectDecoder(maxBatch).decodeJSON(d, []byte(body), collectNow)
-	checkDecoded(t, d, err)
+	checkCollectDecoded(t, d, err)
 	return d, err
 }
 
 func decodeCollectQuery(t testing.TB, query string) *decoded {
 	t.Helper()
-	d := newTestDecoded()
+	d := newCollectDecoded()
 	err := newCollectDecoder(0).decodeQuery(d, []byte(query), collectNow)
 	if err != nil {
 		t.Fatalf("decodeQuery(%q): %v", query, err)
 	}
-	checkDecoded(t, d, err)
+	checkCollectDecoded(t, d, err)
 	return d
 }
 
-func checkDecoded(t testing.TB, d *decoded, err error) {
+func checkCollectDecoded(t testing.TB, d *decoded, err error) {
 	t.Helper()
 	if err != nil {
 		var de *decodeError
@@ -162,60 +162,60 @@ func TestCollectJSONFieldForms(t *testing.T) {
 		check func(e *enrich.Event) error
 	}{
 		{"transaction_id as number", `{"name":"order_completed","transaction_id":100234}`, func(e *enrich.Event) error {
-			return want(e.Commerce.TransactionID, "100234")
+			return collectWant(e.Commerce.TransactionID, "100234")
 		}},
 		{"user_id as number", `{"name":"x","user_id":42,"anonymous_id":"a"}`, func(e *enrich.Event) error {
-			return errors.Join(want(e.UserID, "42"), want(e.AnonymousID, "a"))
+			return errors.Join(collectWant(e.UserID, "42"), collectWant(e.AnonymousID, "a"))
 		}},
 		{"item id as number", `{"name":"x","items":[{"id":1001,"quantity":2}]}`, func(e *enrich.Event) error {
-			return errors.Join(want(e.Commerce.Items[0].ID, "1001"), want(e.Commerce.Items[0].Quantity, enrich.Some(2)))
+			return errors.Join(collectWant(e.Commerce.Items[0].ID, "1001"), collectWant(e.Commerce.Items[0].Quantity, enrich.Some(2)))
 		}},
 		{"value as numeric string is coerced and flagged", `{"name":"x","value":"12.50"}`, func(e *enrich.Event) error {
-			return errors.Join(want(e.Commerce.Value, enrich.Some(12.5)), want(e.Quality.Has(enrich.FlagCoercedValue), true))
+			return errors.Join(collectWant(e.Commerce.Value, enrich.Some(12.5)), collectWant(e.Quality.Has(enrich.FlagCoercedValue), true))
 		}},
 		{"item price as numeric string is coerced and flagged", `{"name":"x","items":[{"id":"a","price":"9.99"}]}`, func(e *enrich.Event) error {
-			return errors.Join(want(e.Commerce.Items[0].Price, enrich.Some(9.99)), want(e.Quality.Has(enrich.FlagCoercedValue), true))
+			return errors.Join(collectWant(e.Commerce.Items[0].Price, enrich.Some(9.99)), collectWant(e.Quality.Has(enrich.FlagCoercedValue), true))
 		}},
 		{"a JSON number is not a coercion", `{"name":"x","value":0}`, func(e *enrich.Event) error {
-			return errors.Join(want(e.Commerce.Value, enrich.Some(0)), want(e.Quality.Has(enrich.FlagCoercedValue), false))
+			return errors.Join(collectWant(e.Commerce.Value, enrich.Some(0)), collectWant(e.Quality.Has(enrich.FlagCoercedValue), false))
 		}},
 		{"negative value passes decode (validation's rule)", `{"name":"x","value":-5}`, func(e *enrich.Event) error {
-			return want(e.Commerce.Value, enrich.Some(-5))
+			return collectWant(e.Commerce.Value, enrich.Some(-5))
 		}},
 		{"timestamp with offset is stored in UTC", `{"name":"x","timestamp":"2025-03-14T10:30:00.5+02:00"}`, func(e *enrich.Event) error {
-			return errors.Join(want(e.OccurredAt, time.Date(2025, 3, 14, 8, 30, 0, 5e8, time.UTC)),
-				want(e.OccurredAt.Location(), time.UTC))
+			return errors.Join(collectWant(e.OccurredAt, time.Date(2025, 3, 14, 8, 30, 0, 5e8, time.UTC)),
+				collectWant(e.OccurredAt.Location(), time.UTC))
 		}},
 		{"future timestamp is clamped to now and flagged", `{"name":"x","timestamp":"2031-01-01T00:00:00Z"}`, func(e *enrich.Event) error {
-			return errors.Join(want(e.OccurredAt, collectNow), want(e.Quality.Has(enrich.FlagClockSkew), true))
+			return errors.Join(collectWant(e.OccurredAt, collectNow), collectWant(e.Quality.Has(enrich.FlagClockSkew), true))
 		}},
 		{"missing timestamp is now", `{"name":"x"}`, func(e *enrich.Event) error {
-			return errors.Join(want(e.OccurredAt, collectNow), want(e.ReceivedAt, collectNow))
+			return errors.Join(collectWant(e.OccurredAt, collectNow), collectWant(e.ReceivedAt, collectNow))
 		}},
 		{"null optional fields are absent", `{"name":"x","event_id":null,"value":null,"items":null,"user":null,"consent":null,"properties":{"a":null},"user_properties":null,"user_id":null}`,
 			func(e *enrich.Event) error {
-				return errors.Join(want(e.EventID, ""), want(e.Commerce.Value.Set, false), want(len(e.Properties), 0))
+				return errors.Join(collectWant(e.EventID, ""), collectWant(e.Commerce.Value.Set, false), collectWant(len(e.Properties), 0))
 			}},
 		{"escaped strings are unescaped", `{"name":"caf\u00e9_viewed","title":"a \"quoted\" \\ title\n"}`, func(e *enrich.Event) error {
-			return errors.Join(want(e.Name, "café_viewed"), want(e.Title, "a \"quoted\" \\ title\n"))
+			return errors.Join(collectWant(e.Name, "café_viewed"), collectWant(e.Title, "a \"quoted\" \\ title\n"))
 		}},
 		{"relative url keeps the path", `{"name":"x","url":"/cart?step=2"}`, func(e *enrich.Event) error {
-			return errors.Join(want(e.URL, "/cart?step=2"), want(e.Path, "/cart"), want(e.Host, ""))
+			return errors.Join(collectWant(e.URL, "/cart?step=2"), collectWant(e.Path, "/cart"), collectWant(e.Host, ""))
 		}},
 		{"a repeated property key keeps the last value", `{"name":"x","properties":{"a":1,"a":"two"}}`, func(e *enrich.Event) error {
-			return want(e.Properties, enrich.Props{{Key: "a", Str: "two"}})
+			return collectWant(e.Properties, enrich.Props{{Key: "a", Str: "two"}})
 		}},
 		{"name of 100 multi-byte characters", `{"name":"` + strings.Repeat("é", 100) + `"}`, func(e *enrich.Event) error {
-			return want(e.Name, strings.Repeat("é", 100))
+			return collectWant(e.Name, strings.Repeat("é", 100))
 		}},
 		{"item extra GA4 fields", `{"name":"x","items":[{"id":"a","category2":"b","category5":"c","affiliation":"d","list_id":"e","list_name":"f","location_id":"g","index":3}]}`,
 			func(e *enrich.Event) error {
-				return want(e.Commerce.Items[0], enrich.Item{ID: "a", Category2: "b", Category5: "c", Affiliation: "d",
+				return collectWant(e.Commerce.Items[0], enrich.Item{ID: "a", Category2: "b", Category5: "c", Affiliation: "d",
 					ListID: "e", ListName: "f", LocationID: "g", Index: enrich.Some(3)})
 			}},
 		{"all user keys", `{"name":"x","user":{"email":"a@b.c","phone":"1","first_name":"f","last_name":"l","city":"c","state":"s","zip":"z","country":"de","date_of_birth":"19800101","gender":"f","external_id":"e"}}`,
 			func(e *enrich.Event) error {
-				return want(e.PII, enrich.PII{Email: "a@b.c", Phone: "1", FirstName: "f", LastName: "l", City: "c", State: "s",
+				return collectWant(e.PII, enrich.PII{Email: "a@b.c", Phone: "1", FirstName: "f", LastName: "l", City: "c", State: "s",
 					Zip: "z", Country: "de", DateOfBirth: "19800101", Gender: "f", ExternalID: "e"})
 			}},
 	}
@@ -235,14 +235,14 @@ func TestCollectJSONFieldForms(t *testing.T) {
 	}
 }
 
-func want(got, want any) error {
+func collectWant(got, want any) error {
 	if !reflect.DeepEqual(got, want) {
 		return fmt.Errorf("got %#v, want %#v", got, want)
 	}
 	return nil
 }
 
-func fe(i int, field, msg string) enrich.FieldError {
+func collectFE(i int, field, msg string) enrich.FieldError {
 	return enrich.FieldError{Index: i, Field: field, Message: msg}
 }
 
@@ -252,63 +252,63 @@ func TestCollectJSONProblems(t *testing.T) {
 		body string
 		want []enrich.FieldError
 	}{
-		{"missing name", `{"value":1}`, []enrich.FieldError{fe(0, "name", collectMsgRequired)}},
-		{"empty name", `{"name":""}`, []enrich.FieldError{fe(0, "name", collectMsgNonEmpty)}},
-		{"null name", `{"name":null}`, []enrich.FieldError{fe(0, "name", collectMsgNonEmpty)}},
-		{"name not a string", `{"name":5}`, []enrich.FieldError{fe(0, "name", collectMsgNonEmpty)}},
-		{"name too long", `{"name":"` + strings.Repeat("a", 101) + `"}`, []enrich.FieldError{fe(0, "name", collectMsgNameTooLong)}},
-		{"event_id too long", `{"name":"x","event_id":"` + strings.Repeat("a", 129) + `"}`, []enrich.FieldError{fe(0, "event_id", collectMsgIDTooLong)}},
-		{"event_id a number", `{"name":"x","event_id":7}`, []enrich.FieldError{fe(0, "event_id", collectMsgString)}},
-		{"bad timestamp", `{"name":"x","timestamp":"yesterday"}`, []enrich.FieldError{fe(0, "timestamp", collectMsgTime)}},
-		{"timestamp a number", `{"name":"x","timestamp":1700000000}`, []enrich.FieldError{fe(0, "timestamp", collectMsgString)}},
-		{"url an object", `{"name":"x","url":{}}`, []enrich.FieldError{fe(0, "url", collectMsgString)}},
-		{"text too long", `{"name":"x","title":"` + strings.Repeat("a", collectMaxText+1) + `"}`, []enrich.FieldError{fe(0, "title", collectMsgTooLong)}},
-		{"value a word", `{"name":"x","value":"twelve"}`, []enrich.FieldError{fe(0, "value", collectMsgNumber)}},
-		{"value hex string", `{"name":"x","value":"0x10"}`, []enrich.FieldError{fe(0, "value", collectMsgNumber)}},
-		{"value NaN string", `{"name":"x","value":"NaN"}`, []enrich.FieldError{fe(0, "value", collectMsgNumber)}},
-		{"value bare NaN", `{"name":"x","value":NaN}`, []enrich.FieldError{fe(0, "value", collectMsgFinite)}},
-		{"value overflows", `{"name":"x","tax":1e999}`, []enrich.FieldError{fe(0, "tax", collectMsgFinite)}},
-		{"value a bool", `{"name":"x","shipping":true}`, []enrich.FieldError{fe(0, "shipping", collectMsgNumber)}},
-		{"currency a number", `{"name":"x","currency":978}`, []enrich.FieldError{fe(0, "currency", collectMsgString)}},
-		{"transaction_id an object", `{"name":"x","transaction_id":{}}`, []enrich.FieldError{fe(0, "transaction_id", collectMsgStringOrNum)}},
-		{"user_id a bool", `{"name":"x","user_id":true}`, []enrich.FieldError{fe(0, "user_id", collectMsgStringOrNum)}},
-		{"items an object", `{"name":"x","items":{"id":"a"}}`, []enrich.FieldError{fe(0, "items", collectMsgItems)}},
-		{"item not an object", `{"name":"x","items":[{"id":"a"},"b"]}`, []enrich.FieldError{fe(0, "items[1]", collectMsgObject)}},
+		{"missing name", `{"value":1}`, []enrich.FieldError{collectFE(0, "name", collectMsgRequired)}},
+		{"empty name", `{"name":""}`, []enrich.FieldError{collectFE(0, "name", collectMsgNonEmpty)}},
+		{"null name", `{"name":null}`, []enrich.FieldError{collectFE(0, "name", collectMsgNonEmpty)}},
+		{"name not a string", `{"name":5}`, []enrich.FieldError{collectFE(0, "name", collectMsgNonEmpty)}},
+		{"name too long", `{"name":"` + strings.Repeat("a", 101) + `"}`, []enrich.FieldError{collectFE(0, "name", collectMsgNameTooLong)}},
+		{"event_id too long", `{"name":"x","event_id":"` + strings.Repeat("a", 129) + `"}`, []enrich.FieldError{collectFE(0, "event_id", collectMsgIDTooLong)}},
+		{"event_id a number", `{"name":"x","event_id":7}`, []enrich.FieldError{collectFE(0, "event_id", collectMsgString)}},
+		{"bad timestamp", `{"name":"x","timestamp":"yesterday"}`, []enrich.FieldError{collectFE(0, "timestamp", collectMsgTime)}},
+		{"timestamp a number", `{"name":"x","timestamp":1700000000}`, []enrich.FieldError{collectFE(0, "timestamp", collectMsgString)}},
+		{"url an object", `{"name":"x","url":{}}`, []enrich.FieldError{collectFE(0, "url", collectMsgString)}},
+		{"text too long", `{"name":"x","title":"` + strings.Repeat("a", collectMaxText+1) + `"}`, []enrich.FieldError{collectFE(0, "title", collectMsgTooLong)}},
+		{"value a word", `{"name":"x","value":"twelve"}`, []enrich.FieldError{collectFE(0, "value", collectMsgNumber)}},
+		{"value hex string", `{"name":"x","value":"0x10"}`, []enrich.FieldError{collectFE(0, "value", collectMsgNumber)}},
+		{"value NaN string", `{"name":"x","value":"NaN"}`, []enrich.FieldError{collectFE(0, "value", collectMsgNumber)}},
+		{"value bare NaN", `{"name":"x","value":NaN}`, []enrich.FieldError{collectFE(0, "value", collectMsgFinite)}},
+		{"value overflows", `{"name":"x","tax":1e999}`, []enrich.FieldError{collectFE(0, "tax", collectMsgFinite)}},
+		{"value a bool", `{"name":"x","shipping":true}`, []enrich.FieldError{collectFE(0, "shipping", collectMsgNumber)}},
+		{"currency a number", `{"name":"x","currency":978}`, []enrich.FieldError{collectFE(0, "currency", collectMsgString)}},
+		{"transaction_id an object", `{"name":"x","transaction_id":{}}`, []enrich.FieldError{collectFE(0, "transaction_id", collectMsgStringOrNum)}},
+		{"user_id a bool", `{"name":"x","user_id":true}`, []enrich.FieldError{collectFE(0, "user_id", collectMsgStringOrNum)}},
+		{"items an object", `{"name":"x","items":{"id":"a"}}`, []enrich.FieldError{collectFE(0, "items", collectMsgItems)}},
+		{"item not an object", `{"name":"x","items":[{"id":"a"},"b"]}`, []enrich.FieldError{collectFE(0, "items[1]", collectMsgObject)}},
 		{"item field errors", `{"name":"x","items":[{"id":"a","quantity":"two"},{"id":true,"name":3,"price":[1],"colour":"red"}]}`,
 			[]enrich.FieldError{
-				fe(0, "items[0].quantity", collectMsgNumber),
-				fe(0, "items[1].id", collectMsgStringOrNum),
-				fe(0, "items[1].name", collectMsgString),
-				fe(0, "items[1].price", collectMsgNumber),
-				fe(0, "items[1].colour", collectMsgUnknown),
+				collectFE(0, "items[0].quantity", collectMsgNumber),
+				collectFE(0, "items[1].id", collectMsgStringOrNum),
+				collectFE(0, "items[1].name", collectMsgString),
+				collectFE(0, "items[1].price", collectMsgNumber),
+				collectFE(0, "items[1].colour", collectMsgUnknown),
 			}},
-		{"consent not an object", `{"name":"x","consent":"granted"}`, []enrich.FieldError{fe(0, "consent", collectMsgObject)}},
+		{"consent not an object", `{"name":"x","consent":"granted"}`, []enrich.FieldError{collectFE(0, "consent", collectMsgObject)}},
 		{"consent bad values and purposes", `{"name":"x","consent":{"analytics":"yes","ads":true,"marketing":"granted","ad_user_data":"Granted"}}`,
 			[]enrich.FieldError{
-				fe(0, "consent.analytics", collectMsgConsentValue),
-				fe(0, "consent.ads", collectMsgConsentValue),
-				fe(0, "consent.marketing", collectMsgPurpose),
-				fe(0, "consent.ad_user_data", collectMsgConsentValue),
+				collectFE(0, "consent.analytics", collectMsgConsentValue),
+				collectFE(0, "consent.ads", collectMsgConsentValue),
+				collectFE(0, "consent.marketing", collectMsgPurpose),
+				collectFE(0, "consent.ad_user_data", collectMsgConsentValue),
 			}},
-		{"properties not an object", `{"name":"x","properties":[1]}`, []enrich.FieldError{fe(0, "properties", collectMsgObject)}},
+		{"properties not an object", `{"name":"x","properties":[1]}`, []enrich.FieldError{collectFE(0, "properties", collectMsgObject)}},
 		{"nested properties", `{"name":"x","properties":{"ok":1,"obj":{"a":1},"arr":[1]},"user_properties":{"u":{}}}`,
 			[]enrich.FieldError{
-				fe(0, "properties.obj", collectMsgScalar),
-				fe(0, "properties.arr", collectMsgScalar),
-				fe(0, "user_properties.u", collectMsgScalar),
+				collectFE(0, "properties.obj", collectMsgScalar),
+				collectFE(0, "properties.arr", collectMsgScalar),
+				collectFE(0, "user_properties.u", collectMsgScalar),
 			}},
-		{"empty property key", `{"name":"x","properties":{"":1}}`, []enrich.FieldError{fe(0, "properties", collectMsgKey)}},
-		{"user not an object", `{"name":"x","user":"a@b.c"}`, []enrich.FieldError{fe(0, "user", collectMsgObject)}},
+		{"empty property key", `{"name":"x","properties":{"":1}}`, []enrich.FieldError{collectFE(0, "properties", collectMsgKey)}},
+		{"user not an object", `{"name":"x","user":"a@b.c"}`, []enrich.FieldError{collectFE(0, "user", collectMsgObject)}},
 		{"user bad fields", `{"name":"x","user":{"email":["a@b.c"],"ssn":"123"}}`, []enrich.FieldError{
-			fe(0, "user.email", collectMsgString),
-			fe(0, "user.ssn", collectMsgUnknown),
+			collectFE(0, "user.email", collectMsgString),
+			collectFE(0, "user.ssn", collectMsgUnknown),
 		}},
 		{"unknown top-level fields (typos)", `{"name":"x","vaule":1,"Currency":"EUR"}`, []enrich.FieldError{
-			fe(0, "vaule", collectMsgUnknown),
-			fe(0, "Currency", collectMsgUnknown),
+			collectFE(0, "vaule", collectMsgUnknown),
+			collectFE(0, "Currency", collectMsgUnknown),
 		}},
 		{"a long unknown field name is capped", `{"name":"x","` + strings.Repeat("k", 300) + `":1}`, []enrich.FieldError{
-			fe(0, strings.Repeat("k", 100), collectMsgUnknown),
+			collectFE(0, strings.Repeat("k", 100), collectMsgUnknown),
 		}},
 		{"several errors in a batch, all reported with their index", `{"batch":[
 			{"name":"page_viewed"},
@@ -316,12 +316,12 @@ func TestCollectJSONProblems(t *testing.T) {
 			"not an event",
 			{"name":"ok","consent":{"ads":"maybe"},"properties":{"n":{"deep":1}}}
 		]}`, []enrich.FieldError{
-			fe(1, "value", collectMsgNumber),
-			fe(1, "items[1].quantity", collectMsgNumber),
-			fe(1, "name", collectMsgRequired),
-			fe(2, "", "event must be a JSON object"),
-			fe(3, "consent.ads", collectMsgConsentValue),
-			fe(3, "properties.n", collectMsgScalar),
+			collectFE(1, "value", collectMsgNumber),
+			collectFE(1, "items[1].quantity", collectMsgNumber),
+			collectFE(1, "name", collectMsgRequired),
+			collectFE(2, "", "event must be a JSON object"),
+			collectFE(3, "consent.ads", collectMsgConsentValue),
+			collectFE(3, "properties.n", collectMsgScalar),
 		}},
 	}
 	for _, tt := range tests {
@@ -446,13 +446,13 @@ func TestCollectLimits(t *testing.T) {
 	}{
 		{"event_id of 128", `{"name":"x","event_id":"` + strings.Repeat("a", 128) + `"}`, nil},
 		{"text at the limit", `{"name":"x","url":"/` + strings.Repeat("a", collectMaxText-1) + `"}`, nil},
-		{"url over the limit", `{"name":"x","url":"/` + strings.Repeat("a", collectMaxText) + `"}`, []enrich.FieldError{fe(0, "url", collectMsgTooLong)}},
+		{"url over the limit", `{"name":"x","url":"/` + strings.Repeat("a", collectMaxText) + `"}`, []enrich.FieldError{collectFE(0, "url", collectMsgTooLong)}},
 		{"100 properties", `{"name":"x","properties":` + props(100) + `}`, nil},
-		{"101 properties", `{"name":"x","properties":` + props(101) + `}`, []enrich.FieldError{fe(0, "properties", collectMsgTooManyProps)}},
+		{"101 properties", `{"name":"x","properties":` + props(101) + `}`, []enrich.FieldError{collectFE(0, "properties", collectMsgTooManyProps)}},
 		{"property key of 100", `{"name":"x","properties":{"` + strings.Repeat("k", 100) + `":1}}`, nil},
-		{"property key of 101", `{"name":"x","user_properties":{"` + strings.Repeat("k", 101) + `":1}}`, []enrich.FieldError{fe(0, "user_properties", collectMsgKey)}},
+		{"property key of 101", `{"name":"x","user_properties":{"` + strings.Repeat("k", 101) + `":1}}`, []enrich.FieldError{collectFE(0, "user_properties", collectMsgKey)}},
 		{"200 items", `{"name":"x","items":` + items(200) + `}`, nil},
-		{"201 items", `{"name":"x","items":` + items(201) + `}`, []enrich.FieldError{fe(0, "items", collectMsgTooManyItems)}},
+		{"201 items", `{"name":"x","items":` + items(201) + `}`, []enrich.FieldError{collectFE(0, "items", collectMsgTooManyItems)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -479,18 +479,18 @@ func TestCollectQuery(t *testing.T) {
 	}
 	e := d.events[0]
 	err := errors.Join(
-		want(e.Name, "page_viewed"), want(e.EventID, "e1"), want(e.Source, enrich.SourceCollect),
-		want(e.OccurredAt, time.Date(2025, 3, 14, 9, 0, 0, 0, time.UTC)),
-		want(e.URL, "https://shop.example/sale?utm_source=x"), want(e.Host, "shop.example"), want(e.Path, "/sale"),
-		want(e.Referrer, "https://www.google.com/"), want(e.Title, "Big sale"),
-		want(e.Commerce.Value, enrich.Some(12.5)), want(e.Commerce.Currency, "EUR"), want(e.Commerce.TransactionID, "T1"),
-		want(e.Commerce.Tax, enrich.Some(2)), want(e.Commerce.Shipping, enrich.Some(0)), want(e.Commerce.Coupon, "C"),
-		want(e.UserID, "u1"), want(e.AnonymousID, "a1"),
-		want(e.Properties, enrich.Props{{Key: "section", Str: "hero"}, {Key: "depth", Kind: enrich.PropNumber, Num: 75}}),
-		want(e.UserProperties, enrich.Props{{Key: "tier", Str: "gold"}, {Key: "orders", Kind: enrich.PropNumber, Num: 3}}),
-		want(e.Consent.Categories, enrich.Props{{Key: "analytics", Str: "granted"}, {Key: "ads", Str: "denied"}}),
+		collectWant(e.Name, "page_viewed"), collectWant(e.EventID, "e1"), collectWant(e.Source, enrich.SourceCollect),
+		collectWant(e.OccurredAt, time.Date(2025, 3, 14, 9, 0, 0, 0, time.UTC)),
+		collectWant(e.URL, "https://shop.example/sale?utm_source=x"), collectWant(e.Host, "shop.example"), collectWant(e.Path, "/sale"),
+		collectWant(e.Referrer, "https://www.google.com/"), collectWant(e.Title, "Big sale"),
+		collectWant(e.Commerce.Value, enrich.Some(12.5)), collectWant(e.Commerce.Currency, "EUR"), collectWant(e.Commerce.TransactionID, "T1"),
+		collectWant(e.Commerce.Tax, enrich.Some(2)), collectWant(e.Commerce.Shipping, enrich.Some(0)), collectWant(e.Commerce.Coupon, "C"),
+		collectWant(e.UserID, "u1"), collectWant(e.AnonymousID, "a1"),
+		collectWant(e.Properties, enrich.Props{{Key: "section", Str: "hero"}, {Key: "depth", Kind: enrich.PropNumber, Num: 75}}),
+		collectWant(e.UserProperties, enrich.Props{{Key: "tier", Str: "gold"}, {Key: "orders", Kind: enrich.PropNumber, Num: 3}}),
+		collectWant(e.Consent.Categories, enrich.Props{{Key: "analytics", Str: "granted"}, {Key: "ads", Str: "denied"}}),
 		// A query value is text by nature: a number in it is no coercion.
-		want(e.Quality.Has(enrich.FlagCoercedValue), false),
+		collectWant(e.Quality.Has(enrich.FlagCoercedValue), false),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -507,16 +507,16 @@ func TestCollectQuery(t *testing.T) {
 		query string
 		want  []enrich.FieldError
 	}{
-		{"empty query", "", []enrich.FieldError{fe(0, "name", collectMsgRequired)}},
-		{"empty name", "name=", []enrich.FieldError{fe(0, "name", collectMsgNonEmpty)}},
-		{"items", "name=x&items=%5B%5D&items[0].id=a", []enrich.FieldError{fe(0, "items", collectMsgGETItems), fe(0, "items", collectMsgGETItems)}},
-		{"user data", "name=x&user.email=a%40b.c", []enrich.FieldError{fe(0, "user.email", collectMsgGETUser)}},
-		{"objects", "name=x&properties=%7B%7D", []enrich.FieldError{fe(0, "properties", collectMsgGETObject)}},
-		{"bad numbers", "name=x&value=12%2C50&pn.depth=deep", []enrich.FieldError{fe(0, "value", collectMsgNumber), fe(0, "pn.depth", collectMsgNumber)}},
+		{"empty query", "", []enrich.FieldError{collectFE(0, "name", collectMsgRequired)}},
+		{"empty name", "name=", []enrich.FieldError{collectFE(0, "name", collectMsgNonEmpty)}},
+		{"items", "name=x&items=%5B%5D&items[0].id=a", []enrich.FieldError{collectFE(0, "items", collectMsgGETItems), collectFE(0, "items", collectMsgGETItems)}},
+		{"user data", "name=x&user.email=a%40b.c", []enrich.FieldError{collectFE(0, "user.email", collectMsgGETUser)}},
+		{"objects", "name=x&properties=%7B%7D", []enrich.FieldError{collectFE(0, "properties", collectMsgGETObject)}},
+		{"bad numbers", "name=x&value=12%2C50&pn.depth=deep", []enrich.FieldError{collectFE(0, "value", collectMsgNumber), collectFE(0, "pn.depth", collectMsgNumber)}},
 		{"bad consent", "name=x&consent.ads=yes&consent.marketing=granted", []enrich.FieldError{
-			fe(0, "consent.ads", collectMsgConsentValue), fe(0, "consent.marketing", collectMsgPurpose)}},
-		{"unknown parameter", "name=x&nmae=y", []enrich.FieldError{fe(0, "nmae", collectMsgUnknown)}},
-		{"empty property key", "name=x&p.=1", []enrich.FieldError{fe(0, "properties", collectMsgKey)}},
+			collectFE(0, "consent.ads", collectMsgConsentValue), collectFE(0, "consent.marketing", collectMsgPurpose)}},
+		{"unknown parameter", "name=x&nmae=y", []enrich.FieldError{collectFE(0, "nmae", collectMsgUnknown)}},
+		{"empty property key", "name=x&p.=1", []enrich.FieldError{collectFE(0, "properties", collectMsgKey)}},
 	}
 	for _, tt := range problems {
 		t.Run(tt.name, func(t *testing.T) {
@@ -622,7 +622,7 @@ func BenchmarkCollectDecode(b *testing.B) {
 		b.Run(bb.name, func(b *testing.B) {
 			body := readCollectFixture(b, bb.file)
 			c := newCollectDecoder(0)
-			d := newTestDecoded()
+			d := newCollectDecoded()
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
 			for b.Loop() {
@@ -636,7 +636,7 @@ func BenchmarkCollectDecode(b *testing.B) {
 	b.Run("query", func(b *testing.B) {
 		q := []byte("name=page_viewed&event_id=e1&url=https%3A%2F%2Fshop.example%2Fsale&title=Big+sale&p.section=hero&consent.analytics=granted")
 		c := newCollectDecoder(0)
-		d := newTestDecoded()
+		d := newCollectDecoded()
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := c.decodeQuery(d, q, collectNow); err != nil {

@@ -181,11 +181,11 @@ func formSucceeded(rule config.FormSuccess, formPath string, status int, locatio
 	if formPath == "" {
 		base.Path = "/"
 	}
-	return !samePath(base.ResolveReference(u).Path, back)
+	return !formSamePath(base.ResolveReference(u).Path, back)
 }
 
-// samePath compares URL paths, ignoring a trailing slash.
-func samePath(a, b string) bool {
+// formSamePath compares URL paths, ignoring a trailing slash.
+func formSamePath(a, b string) bool {
 	if len(a) > 1 {
 		a = strings.TrimSuffix(a, "/")
 	}

@@ -79,13 +79,21 @@ func newUpstream(cfg *config.Config) (upstream, error) {
 			MaxIdemponentCallAttempts: 2,
 			RetryIfErr:                retryStale,
 			SecureErrorLogMessage:     true,
-			DialDualStack:             true,
+			// A plain net.Dialer (both address families, Happy Eyeballs)
+			// instead of fasthttp's process-wide caching dialer, whose DNS
+			// cache and sweeper goroutine are global state.
+			DialTimeout: dialOrigin,
 		},
 		scheme:  []byte(strings.ToLower(u.Scheme)),
 		host:    []byte(u.Host),
 		timeout: timeout,
 		maxBody: int64(cfg.Server.MaxRequestBody),
 	}, nil
+}
+
+func dialOrigin(addr string, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	return d.Dial("tcp", addr)
 }
 
 // retryStale retries a safe request once when a pooled keep-alive
