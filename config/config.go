@@ -153,9 +153,11 @@ type Form struct {
 
 // FormSuccess says which origin answers count as a successful submission.
 type FormSuccess struct {
-	// Status lists codes or ranges ("200-299", "303").
+	// Status lists codes or ranges ("200-299", "303"); default
+	// [200-299, 300-399].
 	Status []string `yaml:"status"`
-	// NotLocation: a redirect to this path is a validation failure.
+	// NotLocation: a redirect to this path is a validation failure (the
+	// form shown again with errors); default: the form's own path.
 	NotLocation string `yaml:"not_location"`
 }
 
@@ -202,7 +204,8 @@ func parseStatusRange(s string) (lo, hi int, err error) {
 	return lo, hi, nil
 }
 
-// RateLimit is the per-client token bucket on tracking routes.
+// RateLimit is the per-client token bucket on tracking routes; a zero
+// PerClient ("0/s") disables it (load tests from one address).
 type RateLimit struct {
 	PerClient Rate `yaml:"per_client"`
 	Burst     int  `yaml:"burst"`

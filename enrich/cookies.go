@@ -106,6 +106,7 @@ type ckScratch struct {
 	out        [1100]byte              // encoded value
 	tmp        [ckTouchesMax + 64]byte // payload under construction
 	rnd        [16]byte
+	bind       [ckIDLen]byte // device id the session/touches are bound to
 }
 
 func newCookieSigner(secrets []string) *cookieSigner {
@@ -209,7 +210,8 @@ func (sc *ckScratch) sealDevice(id [ckIDLen]byte) []byte {
 // openSession returns the session id and last activity in a session cookie
 // issued for device.
 func (sc *ckScratch) openSession(value string, device [ckIDLen]byte) (id [ckIDLen]byte, last time.Time, v ckVerify) {
-	p, v := sc.open(value, ckKindSession, device[:], ckSessionRaw, ckSessionRaw)
+	sc.bind = device // an array argument sliced for an interface call would escape
+	p, v := sc.open(value, ckKindSession, sc.bind[:], ckSessionRaw, ckSessionRaw)
 	if v >= ckStale {
 		copy(id[:], p[1:])
 		last = time.Unix(int64(binary.BigEndian.Uint64(p[1+ckIDLen:])), 0)
@@ -222,7 +224,8 @@ func (sc *ckScratch) sealSession(id, device [ckIDLen]byte, last time.Time) []byt
 	sc.tmp[0] = ckVersion
 	copy(sc.tmp[1:], id[:])
 	binary.BigEndian.PutUint64(sc.tmp[1+ckIDLen:], uint64(max(last.Unix(), 0)))
-	return sc.seal(ckKindSession, device[:], ckSessionPayload)
+	sc.bind = device
+	return sc.seal(ckKindSession, sc.bind[:], ckSessionPayload)
 }
 
 // touchView is a decoded touch whose strings alias the scratch buffer.
@@ -235,7 +238,8 @@ type touchView struct {
 // openTouches decodes a touches cookie issued for device; written is the
 // day (unix days) it was last written.
 func (sc *ckScratch) openTouches(value string, device [ckIDLen]byte) (first, last touchView, written int64, v ckVerify) {
-	p, v := sc.open(value, ckKindTouches, device[:], 1+2+ckTagLen, ckTouchesMax)
+	sc.bind = device
+	p, v := sc.open(value, ckKindTouches, sc.bind[:], 1+2+ckTagLen, ckTouchesMax)
 	if v < ckStale {
 		return first, last, 0, v
 	}
@@ -316,7 +320,8 @@ func (sc *ckScratch) sealTouches(first, last *Touch, device [ckIDLen]byte, day i
 	if flags&2 != 0 {
 		b = appendTouch(b, last)
 	}
-	return sc.seal(ckKindTouches, device[:], len(b))
+	sc.bind = device
+	return sc.seal(ckKindTouches, sc.bind[:], len(b))
 }
 
 func appendTouch(b []byte, t *Touch) []byte {

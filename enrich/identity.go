@@ -373,14 +373,31 @@ func (id *Identity) touchesUpdate(req *Request, sc *ckScratch, dev [ckIDLen]byte
 	first, last := foldTouches(events)
 	today := now.Unix() / 86400
 	if old, ok := req.Cookie(id.touches); ok {
-		if _, _, written, vr := sc.openTouches(old, dev); vr == ckOK && today-written < touchesRefresh && today >= written {
-			v := sc.sealTouches(&first, &last, dev, written)
-			if v == nil || string(v) == old {
-				return nil
-			}
+		f, l, written, vr := sc.openTouches(old, dev)
+		if vr == ckOK && today-written < touchesRefresh && today >= written &&
+			sameTouch(&first, &f) && sameTouch(&last, &l) {
+			return nil
 		}
 	}
 	return sc.sealTouches(&first, &last, dev, today)
+}
+
+// sameTouch reports whether t, as the cookie would store it (fields cut to
+// their caps, time in seconds), equals the decoded v.
+func sameTouch(t *Touch, v *touchView) bool {
+	if t.IsZero() || !v.ok {
+		return t.IsZero() && !v.ok
+	}
+	var at int64
+	if !t.At.IsZero() && t.At.Unix() > 0 {
+		at = t.At.Unix()
+	}
+	return at == v.at &&
+		truncateUTF8(t.Source, ckMaxSource) == string(v.source) &&
+		truncateUTF8(t.Medium, ckMaxMedium) == string(v.medium) &&
+		truncateUTF8(t.Campaign, ckMaxCampaign) == string(v.campaign) &&
+		truncateUTF8(t.Channel, ckMaxChannel) == string(v.channel) &&
+		truncateUTF8(t.ClickIDKind, ckMaxClickKin) == string(v.clickKind)
 }
 
 // foldTouches merges the request's events' touches: the earliest first

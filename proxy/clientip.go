@@ -152,13 +152,19 @@ func parseForwardedAddr(b []byte) (netip.Addr, bool) {
 	// no reference to it, and parse errors (which would) are discarded. This
 	// keeps the per-request path allocation-free.
 	s := unsafe.String(unsafe.SliceData(b), len(b))
-	if ip, err := netip.ParseAddr(s); err == nil {
-		return ip.Unmap().WithZone(""), true
-	}
-	if ap, err := netip.ParseAddrPort(s); err == nil {
+	// Pick the parser up front: a failed parse allocates its error.
+	if b[0] == '[' || bytes.Count(b, []byte{':'}) == 1 {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			return netip.Addr{}, false
+		}
 		return ap.Addr().Unmap().WithZone(""), true
 	}
-	return netip.Addr{}, false
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ip.Unmap().WithZone(""), true
 }
 
 // peerAddr is the TCP peer of ctx as a netip.Addr (invalid for non-TCP

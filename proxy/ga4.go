@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"math"
+	"math/bits"
 	"strconv"
 	"sync"
 	"time"
@@ -57,27 +58,70 @@ func newGA4Decoder(maxLines int) *ga4Decoder {
 	return &ga4Decoder{maxLines: maxLines}
 }
 
-// ga4Param is one decoded key=value pair. key and val point into the
-// request (when nothing needed decoding) or into ga4Scratch.buf, which is
-// sized up front so it never moves while they are in use.
+// ga4Kind says what a parameter maps to; it is worked out once per
+// parameter from its name, so ignored parameters cost nothing more.
+type ga4Kind uint8
+
+const (
+	ga4Ignored ga4Kind = iota
+	ga4V
+	ga4TID
+	ga4GTM
+	ga4PageLoad
+	ga4CID
+	ga4UID
+	ga4SID
+	ga4SCT
+	ga4Seq
+	ga4ET
+	ga4SEG
+	ga4FV
+	ga4SS
+	ga4DBG
+	ga4EN
+	ga4DL
+	ga4DR
+	ga4DT
+	ga4UL
+	ga4SR
+	ga4CU
+	ga4GCS
+	ga4GCD
+	ga4NPA
+	ga4EM
+	ga4EP            // ep.<name>
+	ga4EPN           // epn.<name>
+	ga4UP            // up.<name>
+	ga4UPN           // upn.<name>
+	ga4UserDataParam // user_data.<field>
+	ga4PR            // prN, N in 1..ga4MaxItems
+	ga4PRExtra       // prN past ga4MaxItems
+)
+
+// ga4Param is one key=value pair. key is decoded (it points into the
+// request, or into ga4Scratch.keys when it was escaped); val is still
+// percent-encoded and is decoded only when the parameter is used.
 type ga4Param struct {
 	key, val []byte
-	bad      bool // the value's percent-encoding is malformed
-}
-
-// ga4ItemRef is one prN parameter waiting to be decoded in N order.
-type ga4ItemRef struct {
-	n   int
-	val []byte
+	kind     ga4Kind
+	esc      bool // val needs percent-decoding
+	bad      bool // val's percent-encoding is malformed
+	n        int  // N of prN
 }
 
 type ga4Scratch struct {
-	buf    []byte // percent-decoded keys and values: the query's, then one line's
+	keys   []byte // escaped parameter names, decoded
+	buf    []byte // the value being used, decoded
 	unwrap []byte // a base64-wrapped hit, decoded
 	val    []byte // one item field or wrapped value being unescaped
 	query  []ga4Param
 	line   []ga4Param
-	items  []ga4ItemRef
+	// The prN parameters of the event being built, by N: itemSet has bit
+	// N set when itemByN[N] is current. Indexing by N keeps the items in
+	// N order, and a later prN with the same N replacing the earlier, at
+	// O(1) per parameter whatever the request holds.
+	itemSet [(ga4MaxItems + 64) / 64]uint64
+	itemByN [ga4MaxItems + 1]*ga4Param
 }
 
 func (g *ga4Decoder) acquire() *ga4Scratch {
@@ -92,10 +136,13 @@ func (g *ga4Decoder) release(s *ga4Scratch) {
 	// and do not pin an outlier's buffers.
 	clear(s.query)
 	clear(s.line)
-	clear(s.items)
-	s.query, s.line, s.items = s.query[:0], s.line[:0], s.items[:0]
+	s.query, s.line = s.query[:0], s.line[:0]
+	s.itemSet = [len(s.itemSet)]uint64{}
 	if cap(s.buf) > 64<<10 {
 		s.buf = nil
+	}
+	if cap(s.keys) > 64<<10 {
+		s.keys = nil
 	}
 	if cap(s.unwrap) > 64<<10 {
 		s.unwrap = nil
@@ -131,20 +178,17 @@ func (g *ga4Decoder) decode(d *decoded, query, body []byte, now time.Time) error
 		}
 	}
 	body = ga4TrimSpace(body)
-	lines, longest := ga4CountLines(body)
+	lines := ga4CountLines(body)
 	if lines > g.maxLines {
 		return errTooLarge("too many events in one GA4 request")
 	}
 	if len(query) == 0 && lines == 0 {
 		return errMalformed("empty GA4 hit")
 	}
-	if need := len(query) + longest; cap(s.buf) < need {
-		s.buf = make([]byte, 0, need)
-	}
-	s.buf = s.buf[:0]
+	s.keys = s.keys[:0]
 	var good int
 	s.query, good = s.parse(s.query[:0], query)
-	qEnd := len(s.buf)
+	qKeys := len(s.keys)
 
 	startEvents, startProblems := len(d.events), len(d.problems)
 	if lines == 0 {
@@ -162,7 +206,7 @@ func (g *ga4Decoder) decode(d *decoded, query, body []byte, now time.Time) error
 			if len(line) == 0 {
 				continue
 			}
-			s.buf = s.buf[:qEnd]
+			s.keys = s.keys[:qKeys]
 			var n int
 			s.line, n = s.parse(s.line[:0], line)
 			good += n
@@ -181,19 +225,20 @@ func (g *ga4Decoder) decode(d *decoded, query, body []byte, now time.Time) error
 	return nil
 }
 
-// event builds one event from s.query overridden by s.line.
+// event builds one event from s.query overridden by s.line. The line's
+// parameters are applied after the shared ones and every mapping is
+// last-wins (properties and items replace by name and N), which is the
+// override rule at a cost linear in the parameters, whatever a hostile
+// request holds. A malformed shared parameter is reported even when the
+// line overrides it.
 func (g *ga4Decoder) event(d *decoded, s *ga4Scratch, now time.Time) {
 	e := d.next()
 	e.Source = enrich.SourceGA4
 	e.ReceivedAt = now
 	e.OccurredAt = now
-	s.items = s.items[:0]
+	s.itemSet = [len(s.itemSet)]uint64{}
 	for i := range s.query {
-		p := &s.query[i]
-		if ga4Overridden(p.key, s.line) {
-			continue
-		}
-		ga4Apply(d, s, e, p)
+		ga4Apply(d, s, e, &s.query[i])
 	}
 	for i := range s.line {
 		ga4Apply(d, s, e, &s.line[i])
@@ -204,62 +249,163 @@ func (g *ga4Decoder) event(d *decoded, s *ga4Scratch, now time.Time) {
 	}
 }
 
-func ga4Overridden(key []byte, line []ga4Param) bool {
-	for i := range line {
-		if bytes.Equal(line[i].key, key) {
-			return true
-		}
-	}
-	return false
-}
-
-// parse appends the parameters of a query string to ps, percent-decoding
-// into s.buf, and reports how many decoded cleanly. Parameters with an
-// empty or undecodable name are skipped: nothing could use them.
+// parse appends the used parameters of a query string to ps and reports
+// how many parameters (used or not) are well-formed. Values are checked
+// here and decoded later, when used. Parameters with an empty or
+// undecodable name are skipped: nothing could use them.
 func (s *ga4Scratch) parse(ps []ga4Param, q []byte) ([]ga4Param, int) {
 	good := 0
 	for len(q) > 0 {
-		var kv []byte
-		if i := bytes.IndexByte(q, '&'); i >= 0 {
-			kv, q = q[:i], q[i+1:]
+		end := bytes.IndexByte(q, '&')
+		if end < 0 {
+			end = len(q)
+		}
+		kv := q[:end]
+		if end < len(q) {
+			q = q[end+1:]
 		} else {
-			kv, q = q, nil
+			q = nil
 		}
-		if len(kv) == 0 {
+		eq := bytes.IndexByte(kv, '=')
+		if len(kv) == 0 || eq == 0 {
 			continue
 		}
-		k, v := kv, []byte(nil)
-		if i := bytes.IndexByte(kv, '='); i >= 0 {
-			k, v = kv[:i], kv[i+1:]
+		k := kv
+		if eq > 0 {
+			k = kv[:eq]
 		}
-		k, ok := s.unescape(k)
-		if !ok || len(k) == 0 {
+		kesc, kbad := ga4Escaped(k)
+		if kbad {
 			continue
 		}
-		v, ok = s.unescape(v)
-		if ok {
+		vesc, vbad := false, false
+		if eq > 0 {
+			vesc, vbad = ga4Escaped(kv[eq+1:])
+		}
+		var p ga4Param
+		if eq > 0 {
+			p.key, p.val = kv[:eq], kv[eq+1:]
+		} else {
+			p.key = kv
+		}
+		if kesc {
+			start := len(s.keys)
+			s.keys, _ = ga4AppendUnescaped(s.keys, p.key)
+			p.key = s.keys[start:len(s.keys):len(s.keys)]
+		}
+		p.esc, p.bad = vesc, vbad
+		if !vbad {
 			good++
 		}
-		ps = append(ps, ga4Param{key: k, val: v, bad: !ok})
+		if p.kind, p.n = ga4Classify(p.key); p.kind != ga4Ignored {
+			ps = append(ps, p)
+		}
 	}
 	return ps, good
 }
 
-// unescape returns b percent-decoded ('+' is a space, as in any form
-// encoding). b itself is returned when nothing needs decoding; otherwise
-// the result is appended to s.buf, which decode sized so it never grows
-// here (a decoded string is never longer than its encoding).
-func (s *ga4Scratch) unescape(b []byte) ([]byte, bool) {
-	if bytes.IndexByte(b, '%') < 0 && bytes.IndexByte(b, '+') < 0 {
-		return b, true
+// ga4Classify maps a parameter name to what it feeds (DESIGN §2, GA4
+// row). Unknown parameters (_z, _eu, are, frm, pscdl, tfd, richsstsse,
+// dma, tag_exp, the uaa… client hints, sst.*, …) are ignored, not stored.
+func ga4Classify(k []byte) (ga4Kind, int) {
+	switch string(k) {
+	case "v":
+		return ga4V, 0
+	case "tid":
+		return ga4TID, 0
+	case "gtm":
+		return ga4GTM, 0
+	case "_p":
+		return ga4PageLoad, 0
+	case "cid":
+		return ga4CID, 0
+	case "uid":
+		return ga4UID, 0
+	case "sid":
+		return ga4SID, 0
+	case "sct":
+		return ga4SCT, 0
+	case "_s":
+		return ga4Seq, 0
+	case "_et":
+		return ga4ET, 0
+	case "seg":
+		return ga4SEG, 0
+	case "_fv":
+		return ga4FV, 0
+	case "_ss":
+		return ga4SS, 0
+	case "_dbg":
+		return ga4DBG, 0
+	case "en":
+		return ga4EN, 0
+	case "dl":
+		return ga4DL, 0
+	case "dr":
+		return ga4DR, 0
+	case "dt":
+		return ga4DT, 0
+	case "ul":
+		return ga4UL, 0
+	case "sr":
+		return ga4SR, 0
+	case "cu":
+		return ga4CU, 0
+	case "gcs":
+		return ga4GCS, 0
+	case "gcd":
+		return ga4GCD, 0
+	case "npa":
+		return ga4NPA, 0
+	case "em":
+		return ga4EM, 0
 	}
-	start := len(s.buf)
-	out, ok := ga4AppendUnescaped(s.buf, b)
-	if !ok {
-		return nil, false
+	switch {
+	case ga4HasPrefix(k, "ep."):
+		return ga4EP, 0
+	case ga4HasPrefix(k, "epn."):
+		return ga4EPN, 0
+	case ga4HasPrefix(k, "up."):
+		return ga4UP, 0
+	case ga4HasPrefix(k, "upn."):
+		return ga4UPN, 0
+	case ga4HasPrefix(k, "user_data."):
+		return ga4UserDataParam, 0
+	case ga4HasPrefix(k, "pr"):
+		n, ok := ga4ItemIndex(k[2:])
+		switch {
+		case !ok:
+			return ga4Ignored, 0
+		case n > ga4MaxItems:
+			return ga4PRExtra, n
+		}
+		return ga4PR, n
 	}
-	s.buf = out
-	return out[start:len(out):len(out)], true
+	return ga4Ignored, 0
+}
+
+// ga4Escaped reports whether b needs percent-decoding, and whether its
+// encoding is malformed ('%' not followed by two hex digits).
+func ga4Escaped(b []byte) (esc, bad bool) {
+	i := bytes.IndexByte(b, '%')
+	if i < 0 {
+		return bytes.IndexByte(b, '+') >= 0, false
+	}
+	for ; i < len(b); i++ {
+		if b[i] == '%' && (i+2 >= len(b) || ga4Unhex(b[i+1]) < 0 || ga4Unhex(b[i+2]) < 0) {
+			return true, true
+		}
+	}
+	return true, false
+}
+
+// value returns p's value, decoded into s.buf when it was escaped.
+func (s *ga4Scratch) value(p *ga4Param) []byte {
+	if !p.esc {
+		return p.val
+	}
+	s.buf, _ = ga4AppendUnescaped(s.buf[:0], p.val)
+	return s.buf
 }
 
 // ga4AppendUnescaped appends the percent-decoded b to dst.
@@ -297,106 +443,95 @@ func ga4Unhex(c byte) int {
 	return -1
 }
 
-// ga4Apply maps one parameter onto e (DESIGN §2, GA4 row). Unknown
-// parameters (_z, _eu, are, frm, pscdl, tfd, richsstsse, dma, tag_exp, the
-// uaa… client hints, sst.*, …) are ignored, not stored.
+// ga4Apply maps one parameter onto e.
 func ga4Apply(d *decoded, s *ga4Scratch, e *enrich.Event, p *ga4Param) {
-	k, v := p.key, p.val
+	k := p.key
 	if p.bad {
 		ga4Problem(d, e, ga4Field("", k), ga4MsgEncoding)
 		return
 	}
+	switch p.kind {
+	case ga4PR:
+		s.itemSet[p.n/64] |= 1 << (p.n % 64)
+		s.itemByN[p.n] = p
+		return
+	case ga4PRExtra:
+		e.Quality.Add(enrich.FlagTruncated)
+		return
+	}
+	v := s.value(p)
 	if len(v) > ga4MaxValue {
 		v = ga4Cut(v, ga4MaxValue)
 		e.Quality.Add(enrich.FlagTruncated)
 	}
-	switch string(k) {
-	case "v":
+	switch p.kind {
+	case ga4V:
 		e.GA.Version = e.Intern(v)
-	case "tid":
+	case ga4TID:
 		e.GAMeasurementID = e.Intern(v)
-	case "gtm":
+	case ga4GTM:
 		e.GA.GTM = e.Intern(v)
-	case "_p":
+	case ga4PageLoad:
 		e.PageLoadID = e.Intern(v)
-	case "cid":
+	case ga4CID:
 		e.AnonymousID = e.Intern(v)
-	case "uid":
+	case ga4UID:
 		e.UserID = e.Intern(v)
-	case "sid":
+	case ga4SID:
 		e.GASessionID = e.Intern(v)
-	case "sct":
+	case ga4SCT:
 		ga4Int(d, e, "sct", v, &e.GASessionNumber)
-	case "_s":
+	case ga4Seq:
 		ga4Int(d, e, "_s", v, &e.HitSeq)
-	case "_et":
+	case ga4ET:
 		ga4Int(d, e, "_et", v, &e.GA.EngagementMS)
-	case "seg":
+	case ga4SEG:
 		e.GA.SessionEngaged = string(v) == "1"
-	case "_fv":
+	case ga4FV:
 		e.GA.FirstVisit = ga4Flag(v)
-	case "_ss":
+	case ga4SS:
 		e.GA.SessionStart = ga4Flag(v)
-	case "_dbg":
+	case ga4DBG:
 		e.GA.Debug = ga4Flag(v)
-	case "en":
+	case ga4EN:
 		e.Name = e.Intern(v)
 		e.OriginalName = e.Name
-	case "dl":
+	case ga4DL:
 		e.URL, e.Path, e.Host = "", "", ""
 		setPage(e, v)
-	case "dr":
+	case ga4DR:
 		e.Referrer = e.Intern(v)
-	case "dt":
+	case ga4DT:
 		e.Title = e.Intern(v)
-	case "ul":
+	case ga4UL:
 		e.Context.Locale = e.Intern(v)
-	case "sr":
+	case ga4SR:
 		e.Context.Screen = e.Intern(v)
-	case "cu":
+	case ga4CU:
 		e.Commerce.Currency = e.Intern(v)
-	case "gcs":
+	case ga4GCS:
 		e.Consent.GCS = e.Intern(v)
-	case "gcd":
+	case ga4GCD:
 		e.Consent.GCD = e.Intern(v)
-	case "npa":
+	case ga4NPA:
 		e.Consent.NPA = e.Intern(v)
-	case "em":
+	case ga4EM:
 		ga4UserProvided(e, v)
-	default:
-		ga4Prefixed(d, s, e, k, v)
-	}
-}
-
-// ga4Prefixed handles the parameter families: ep.*, epn.*, up.*, upn.*,
-// prN and user_data.*.
-func ga4Prefixed(d *decoded, s *ga4Scratch, e *enrich.Event, k, v []byte) {
-	switch {
-	case ga4HasPrefix(k, "ep."):
+	case ga4EP:
 		ga4EventParam(e, k[3:], v)
-	case ga4HasPrefix(k, "epn."):
+	case ga4EPN:
 		ga4EventNumber(d, e, k, k[4:], v)
-	case ga4HasPrefix(k, "up."):
-		ga4Prop(e, &e.UserProperties, k[3:], enrich.Prop{Kind: enrich.PropString}, v)
-	case ga4HasPrefix(k, "upn."):
+	case ga4UP:
+		ga4SetProp(e, &e.UserProperties, k[3:], enrich.Prop{Kind: enrich.PropString}, v)
+	case ga4UPN:
 		f, ok := ga4Number(v)
 		if !ok {
 			ga4BadNumber(d, e, k, v)
 			return
 		}
-		ga4Prop(e, &e.UserProperties, k[4:], enrich.Prop{Kind: enrich.PropNumber, Num: f}, nil)
-	case ga4HasPrefix(k, "user_data."):
+		ga4SetProp(e, &e.UserProperties, k[4:], enrich.Prop{Kind: enrich.PropNumber, Num: f}, nil)
+	case ga4UserDataParam:
 		ga4UserData(e, k[len("user_data."):], v)
-	case ga4HasPrefix(k, "pr"):
-		n, ok := ga4ItemIndex(k[2:])
-		if !ok {
-			return
-		}
-		if n > ga4MaxItems {
-			e.Quality.Add(enrich.FlagTruncated)
-			return
-		}
-		s.items = append(s.items, ga4ItemRef{n: n, val: v})
 	}
 }
 
@@ -439,7 +574,7 @@ func ga4EventParam(e *enrich.Event, name, v []byte) {
 	if string(name) == "user_data" {
 		return // an object gtag failed to flatten; personal data either way
 	}
-	ga4Prop(e, &e.Properties, name, enrich.Prop{Kind: enrich.PropString}, v)
+	ga4SetProp(e, &e.Properties, name, enrich.Prop{Kind: enrich.PropString}, v)
 }
 
 // ga4EventNumber maps epn.<name>.
@@ -458,7 +593,7 @@ func ga4EventNumber(d *decoded, e *enrich.Event, full, name, v []byte) {
 	case "debug_mode":
 		e.GA.Debug = f != 0
 	default:
-		ga4Prop(e, &e.Properties, name, enrich.Prop{Kind: enrich.PropNumber, Num: f}, nil)
+		ga4SetProp(e, &e.Properties, name, enrich.Prop{Kind: enrich.PropNumber, Num: f}, nil)
 	}
 }
 
@@ -479,9 +614,9 @@ func ga4BadNumber(d *decoded, e *enrich.Event, k, v []byte) {
 	ga4Problem(d, e, ga4Field("", k), ga4MsgNumber)
 }
 
-// ga4Prop sets a custom parameter; string values come from v. Past
+// ga4SetProp sets a custom parameter; string values come from v. Past
 // ga4MaxProps distinct names the rest are dropped and the event flagged.
-func ga4Prop(e *enrich.Event, props *enrich.Props, name []byte, p enrich.Prop, v []byte) {
+func ga4SetProp(e *enrich.Event, props *enrich.Props, name []byte, p enrich.Prop, v []byte) {
 	if len(name) == 0 {
 		return
 	}
@@ -669,21 +804,20 @@ func ga4HashHex(h *[64]byte, v []byte) []byte {
 // ga4Items decodes the collected prN parameters into e.Commerce.Items in
 // N order; of two prN with the same N the later wins.
 func ga4Items(d *decoded, s *ga4Scratch, e *enrich.Event) {
-	refs := s.items
-	// Insertion sort: a handful of items, already in order nearly always.
-	for i := 1; i < len(refs); i++ {
-		for j := i; j > 0 && refs[j-1].n > refs[j].n; j-- {
-			refs[j-1], refs[j] = refs[j], refs[j-1]
-		}
-	}
-	for i := range refs {
-		if i+1 < len(refs) && refs[i+1].n == refs[i].n {
-			continue
-		}
-		e.Commerce.Items = append(e.Commerce.Items, enrich.Item{})
-		it := &e.Commerce.Items[len(e.Commerce.Items)-1]
-		if !ga4Item(s, e, it, refs[i].val) {
-			ga4Problem(d, e, ga4ItemField(refs[i].n), ga4MsgItemNum)
+	for w, set := range s.itemSet {
+		for ; set != 0; set &= set - 1 {
+			n := w*64 + bits.TrailingZeros64(set)
+			p := s.itemByN[n]
+			v := s.value(p)
+			if len(v) > ga4MaxValue {
+				v = ga4Cut(v, ga4MaxValue)
+				e.Quality.Add(enrich.FlagTruncated)
+			}
+			e.Commerce.Items = append(e.Commerce.Items, enrich.Item{})
+			it := &e.Commerce.Items[len(e.Commerce.Items)-1]
+			if !ga4Item(s, e, it, v) {
+				ga4Problem(d, e, ga4ItemField(n), ga4MsgItemNum)
+			}
 		}
 	}
 }
@@ -802,8 +936,12 @@ func ga4ItemField(n int) string {
 	return "pr" + strconv.Itoa(n)
 }
 
+// ga4Int parses gtag's own integer fields (sct, _s, _et). gtag writes
+// "NaN" when its engagement timer breaks (seen in real traffic): that is
+// no value, not a malformed hit.
 func ga4Int(d *decoded, e *enrich.Event, field string, v []byte, dst *int64) {
-	if len(v) == 0 {
+	if len(v) == 0 || string(v) == "NaN" || string(v) == "undefined" {
+		*dst = 0
 		return
 	}
 	n, err := strconv.ParseInt(ga4View(v), 10, 64)
@@ -935,8 +1073,8 @@ func ga4IsSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'
 }
 
-// ga4CountLines counts the non-blank lines of body and the longest one.
-func ga4CountLines(body []byte) (lines, longest int) {
+// ga4CountLines counts the non-blank lines of body.
+func ga4CountLines(body []byte) (lines int) {
 	for rest := body; len(rest) > 0; {
 		var line []byte
 		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
@@ -949,9 +1087,8 @@ func ga4CountLines(body []byte) (lines, longest int) {
 			continue
 		}
 		lines++
-		longest = max(longest, len(line))
 	}
-	return lines, longest
+	return lines
 }
 
 // isGA4Hit reports whether a query string is a GA4 hit: v=2 with a tid

@@ -222,11 +222,22 @@ type requestBody struct {
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
+	if b.tooLarge {
+		return 0, errBodyTooLarge
+	}
+	if b.limit > 0 {
+		// One byte past the limit is enough to know; the bytes of the
+		// read that crosses it are never forwarded (fasthttp writes
+		// whatever n a Read returns, even alongside an error).
+		if room := b.limit - b.n + 1; int64(len(p)) > room {
+			p = p[:room]
+		}
+	}
 	n, err := b.r.Read(p)
 	b.n += int64(n)
 	if b.limit > 0 && b.n > b.limit {
 		b.tooLarge = true
-		return n, errBodyTooLarge
+		return 0, errBodyTooLarge
 	}
 	if err != nil && err != io.EOF {
 		b.err = err

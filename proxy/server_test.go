@@ -392,11 +392,25 @@ func TestGracefulShutdown(t *testing.T) {
 	type result struct {
 		code int
 		body string
+		err  error
 	}
 	inflight := make(chan result, 1)
-	go func() {
-		resp, body := get(t, p.addr, "/slow", "shop.test")
-		inflight <- result{resp.StatusCode, string(body)}
+	go func() { // no t.Fatal off the test goroutine
+		c, err := net.DialTimeout("tcp", p.addr, guard)
+		if err != nil {
+			inflight <- result{err: err}
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(guard))
+		_, _ = io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			inflight <- result{err: err}
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		inflight <- result{resp.StatusCode, string(body), err}
 	}()
 	select {
 	case <-started:
@@ -436,8 +450,8 @@ func TestGracefulShutdown(t *testing.T) {
 	close(release)
 	select {
 	case r := <-inflight:
-		if r.code != 200 || r.body != "finished" {
-			t.Errorf("in-flight request: %d %q, want 200 finished", r.code, r.body)
+		if r.err != nil || r.code != 200 || r.body != "finished" {
+			t.Errorf("in-flight request: %d %q %v, want 200 finished", r.code, r.body, r.err)
 		}
 	case <-time.After(guard):
 		t.Fatal("in-flight request never completed")

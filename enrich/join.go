@@ -1,0 +1,311 @@
+package enrich
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/dgraph-io/ristretto/v2/z"
+
+	"github.com/sidetrack/sidetrack/config"
+)
+
+// Join is the join stage (DESIGN §4 "Join"). Browser events teach it the
+// browser's context — device and session ids, GA client and session,
+// click ids, fbc/fbp, consent, first/last touch — under the event's
+// transaction id, user id and device id. A server event (req.Server) for
+// the same order (transaction id first), user, or device gets the missing
+// browser identifiers filled in and the quality flag `joined`, so a backend
+// purchase reaches Meta and Google with the click that led to it.
+//
+// Consent travels the other way too: a purpose the browser denied is
+// denied on the joined server event, even if the server default grants it.
+//
+// The store is a bounded ristretto cache (join.capacity entries, join.ttl).
+// Its Set is asynchronous and may be dropped by admission, so a join is a
+// best effort: an unmatched server event is counted, never held here.
+// Delaying server conversions so the thank-you beacon can arrive first
+// (join.hold) is delivery's job.
+//
+// Cached contexts are immutable copies (strings.Clone), shared by the keys
+// that point at them; events get the cached strings, which are ordinary
+// heap strings that outlive any event.
+type Join struct {
+	cache *ristretto.Cache[string, *joinCtx]
+	ttl   time.Duration
+	keys  sync.Pool // *[]byte scratch for cache keys
+
+	matched, unmatched, noKey, remembered atomic.Uint64
+}
+
+// JoinStats are the join counters since start.
+type JoinStats struct {
+	// Matched and Unmatched count server events with a transaction, user
+	// or device id that did or did not find a browser context; NoKey
+	// counts server events with none of them.
+	Matched, Unmatched, NoKey uint64
+	// Remembered counts browser contexts stored (new or changed).
+	Remembered uint64
+}
+
+// joinCtx is the browser context remembered for a device, user or order.
+type joinCtx struct {
+	deviceID, anonymousID, sessionID, gaSessionID string
+	gaSessionNumber                               int64
+	clickIDs                                      ClickIDs
+	clickAt                                       time.Time
+	fbc, fbp                                      string
+	analytics, ads, adUserData, adPers            ConsentState
+	gpc                                           bool
+	firstTouch, lastTouch                         Touch
+}
+
+// Key kinds (first byte of a cache key).
+const (
+	joinKeyTx     = 't'
+	joinKeyUser   = 'u'
+	joinKeyDevice = 'd'
+)
+
+// NewJoin builds the join stage. A capacity ≤ 0 disables it (Apply does
+// nothing). Close releases the cache's goroutines.
+func NewJoin(cfg *config.Config) (*Join, error) {
+	j := &Join{ttl: cfg.Join.TTL.D()}
+	j.keys.New = func() any { b := make([]byte, 0, 128); return &b }
+	n := cfg.Join.Capacity
+	if n <= 0 {
+		return j, nil
+	}
+	if j.ttl <= 0 {
+		return nil, errors.New("join: ttl must be positive")
+	}
+	c, err := ristretto.NewCache(&ristretto.Config[string, *joinCtx]{
+		NumCounters:        max(10*n, 1000),
+		MaxCost:            n,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
+		// Keys are hashed, never stored, so they may point into a
+		// scratch buffer; the default hasher would box them.
+		KeyToHash: func(k string) (uint64, uint64) { return z.MemHashString(k), xxhash.Sum64String(k) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	j.cache = c
+	return j, nil
+}
+
+// Close stops the cache. The stage must not be used afterwards.
+func (j *Join) Close() {
+	if j.cache != nil {
+		j.cache.Close()
+	}
+}
+
+// Stats returns the counters, for metrics.
+func (j *Join) Stats() JoinStats {
+	return JoinStats{
+		Matched: j.matched.Load(), Unmatched: j.unmatched.Load(),
+		NoKey: j.noKey.Load(), Remembered: j.remembered.Load(),
+	}
+}
+
+// joinKey builds a cache key in *buf (a kind byte, then the id) and
+// returns it as a string aliasing *buf: ristretto only hashes keys, never
+// keeps them, so the buffer is reused for the next key.
+func joinKey(buf *[]byte, k byte, id string) string {
+	b := append((*buf)[:0], k)
+	b = append(b, id...)
+	*buf = b
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// Apply implements Stage.
+func (j *Join) Apply(req *Request, e *Event, _ *EventResult) {
+	if j.cache == nil {
+		return
+	}
+	kb := j.keys.Get().(*[]byte)
+	if req.Server {
+		j.fill(e, kb)
+	} else {
+		j.remember(e, kb, req.ReceivedAt)
+	}
+	if cap(*kb) <= 4096 {
+		j.keys.Put(kb)
+	}
+}
+
+func (j *Join) fill(e *Event, kb *[]byte) {
+	var c *joinCtx
+	found, tried := false, false
+	for _, k := range [...]struct {
+		kind byte
+		id   string
+	}{{joinKeyTx, e.Commerce.TransactionID}, {joinKeyUser, e.UserID}, {joinKeyDevice, e.DeviceID}} {
+		if k.id == "" {
+			continue
+		}
+		tried = true
+		if c, found = j.cache.Get(joinKey(kb, k.kind, k.id)); found && c != nil {
+			break
+		}
+	}
+	switch {
+	case found && c != nil:
+		j.matched.Add(1)
+	case tried:
+		j.unmatched.Add(1)
+		return
+	default:
+		j.noKey.Add(1)
+		return
+	}
+	e.Quality.Add(FlagJoined)
+	setIfEmpty(&e.DeviceID, c.deviceID)
+	setIfEmpty(&e.AnonymousID, c.anonymousID)
+	setIfEmpty(&e.SessionID, c.sessionID)
+	setIfEmpty(&e.GASessionID, c.gaSessionID)
+	if e.GASessionNumber == 0 {
+		e.GASessionNumber = c.gaSessionNumber
+	}
+	a := &e.Attribution
+	if a.ClickIDs == (ClickIDs{}) {
+		a.ClickIDs = c.clickIDs
+	}
+	setIfEmpty(&a.FBC, c.fbc)
+	setIfEmpty(&a.FBP, c.fbp)
+	if a.FirstTouch.IsZero() {
+		a.FirstTouch = c.firstTouch
+	}
+	if a.LastTouch.IsZero() {
+		a.LastTouch = c.lastTouch
+	}
+	cs := &e.Consent
+	restrict(&cs.Analytics, c.analytics)
+	restrict(&cs.Ads, c.ads)
+	restrict(&cs.AdUserData, c.adUserData)
+	restrict(&cs.AdPersonalization, c.adPers)
+	cs.GPC = cs.GPC || c.gpc
+}
+
+func setIfEmpty(dst *string, v string) {
+	if *dst == "" {
+		*dst = v
+	}
+}
+
+// restrict applies the browser's state to a server event's purpose: a
+// browser denial wins; an unknown server state takes the browser's.
+func restrict(dst *ConsentState, browser ConsentState) {
+	if browser == Denied || *dst == Unknown {
+		*dst = browser
+	}
+}
+
+func (j *Join) remember(e *Event, kb *[]byte, now time.Time) {
+	tx, user, dev := e.Commerce.TransactionID, e.UserID, e.DeviceID
+	if tx == "" && user == "" && dev == "" {
+		return
+	}
+	if now.IsZero() {
+		now = e.ReceivedAt
+	}
+	var prev *joinCtx
+	if dev != "" {
+		prev, _ = j.cache.Get(joinKey(kb, joinKeyDevice, dev))
+	}
+	var cur joinCtx
+	cur.fromEvent(e, now)
+	if prev != nil && prev.deviceID == cur.deviceID {
+		cur.inherit(prev, j.ttl, now)
+	}
+	stored := prev
+	if prev == nil || cur != *prev {
+		stored = cur.clone()
+		j.remembered.Add(1)
+		if dev != "" {
+			j.cache.SetWithTTL(joinKey(kb, joinKeyDevice, dev), stored, 1, j.ttl)
+		}
+	}
+	for _, k := range [...]struct {
+		kind byte
+		id   string
+	}{{joinKeyUser, user}, {joinKeyTx, tx}} {
+		if k.id == "" {
+			continue
+		}
+		key := joinKey(kb, k.kind, k.id)
+		if old, ok := j.cache.Get(key); !ok || old != stored {
+			j.cache.SetWithTTL(key, stored, 1, j.ttl)
+		}
+	}
+}
+
+// fromEvent takes the event's browser context (strings still owned by the
+// event's arena until clone).
+func (c *joinCtx) fromEvent(e *Event, now time.Time) {
+	a := &e.Attribution
+	*c = joinCtx{
+		deviceID: e.DeviceID, anonymousID: e.AnonymousID, sessionID: e.SessionID,
+		gaSessionID: e.GASessionID, gaSessionNumber: e.GASessionNumber,
+		clickIDs: a.ClickIDs, fbc: a.FBC, fbp: a.FBP,
+		analytics: e.Consent.Analytics, ads: e.Consent.Ads,
+		adUserData: e.Consent.AdUserData, adPers: e.Consent.AdPersonalization,
+		gpc:        e.Consent.GPC,
+		firstTouch: a.FirstTouch, lastTouch: a.LastTouch,
+	}
+	if a.ClickIDs != (ClickIDs{}) {
+		c.clickAt = now
+	}
+}
+
+// inherit fills what this event lacks from the device's previous context:
+// the thank-you page that sends the purchase rarely has the gclid in its
+// URL, but the landing page did. Click ids are inherited only while younger
+// than the TTL, so a months-old click does not ride along forever.
+func (c *joinCtx) inherit(p *joinCtx, ttl time.Duration, now time.Time) {
+	setIfEmpty(&c.anonymousID, p.anonymousID)
+	setIfEmpty(&c.sessionID, p.sessionID)
+	setIfEmpty(&c.gaSessionID, p.gaSessionID)
+	if c.gaSessionNumber == 0 {
+		c.gaSessionNumber = p.gaSessionNumber
+	}
+	switch {
+	case c.clickIDs == p.clickIDs:
+		c.clickAt = p.clickAt // the same click seen again keeps its time
+	case c.clickIDs == (ClickIDs{}) && now.Sub(p.clickAt) < ttl:
+		c.clickIDs, c.clickAt = p.clickIDs, p.clickAt
+	}
+	setIfEmpty(&c.fbc, p.fbc)
+	setIfEmpty(&c.fbp, p.fbp)
+	if c.firstTouch.IsZero() {
+		c.firstTouch = p.firstTouch
+	}
+	if c.lastTouch.IsZero() {
+		c.lastTouch = p.lastTouch
+	}
+}
+
+// clone returns a heap copy whose strings do not point into any event.
+func (c *joinCtx) clone() *joinCtx {
+	n := *c
+	for _, s := range []*string{
+		&n.deviceID, &n.anonymousID, &n.sessionID, &n.gaSessionID, &n.fbc, &n.fbp,
+		&n.clickIDs.GCLID, &n.clickIDs.GBRAID, &n.clickIDs.WBRAID, &n.clickIDs.DCLID,
+		&n.clickIDs.SRSLTID, &n.clickIDs.FBCLID, &n.clickIDs.MSCLKID, &n.clickIDs.TTCLID,
+		&n.clickIDs.LiFatID, &n.clickIDs.TWCLID,
+		&n.firstTouch.Source, &n.firstTouch.Medium, &n.firstTouch.Campaign,
+		&n.firstTouch.Channel, &n.firstTouch.ClickIDKind,
+		&n.lastTouch.Source, &n.lastTouch.Medium, &n.lastTouch.Campaign,
+		&n.lastTouch.Channel, &n.lastTouch.ClickIDKind,
+	} {
+		*s = strings.Clone(*s)
+	}
+	return &n
+}
