@@ -99,7 +99,7 @@ func serve(ctx context.Context, o serveOptions) error {
 			log.Error("closing sink", zap.Error(err))
 		}
 	}()
-	pipeline, closePipeline, err := buildPipeline(cfg)
+	pipeline, closePipeline, err := buildPipeline(cfg, nil)
 	if err != nil {
 		return err
 	}

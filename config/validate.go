@@ -75,7 +75,7 @@ func (v *validator) add(path, format string, args ...any) {
 func (v *validator) top(c *Config) {
 	v.hostPort("listen", c.Listen)
 	v.hostPort("admin.listen", c.Admin.Listen)
-	if c.Listen != "" && c.Listen == c.Admin.Listen {
+	if c.Listen != "" && c.Listen == c.Admin.Listen && !strings.HasSuffix(c.Listen, ":0") {
 		v.add("admin.listen", "must differ from listen (the admin port must not be public)")
 	}
 	v.httpURL("origin", c.Origin, true)

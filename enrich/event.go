@@ -73,6 +73,10 @@ type Event struct {
 	IdempotencyKey string `json:"-"`
 	// Index is the event's position in its request (batch index, GA4 line).
 	Index int `json:"-"`
+	// DedupKey is the hash of (scope, canonical name, id) that the dedup
+	// stage reserved for this event; the spool commits it with the event
+	// so the window survives restarts. Zero when dedup did not run.
+	DedupKey [16]byte `json:"-"`
 
 	arena []byte
 }
@@ -346,12 +350,13 @@ const (
 	FlagClockSkew
 	FlagTruncated
 	FlagDroppedPII
+	FlagInvalidParam
 )
 
 var flagNames = [...]string{
 	"coerced_value", "invalid_currency", "renamed_event", "unknown_event",
 	"missing_click_context", "unverified", "joined", "pii_scrubbed",
-	"clock_skew", "truncated", "dropped_pii",
+	"clock_skew", "truncated", "dropped_pii", "invalid_param",
 }
 
 // String returns the flag's JSON name.

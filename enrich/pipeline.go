@@ -95,6 +95,14 @@ type RequestStage interface {
 	Finish(req *Request, events []*Event, res *Result)
 }
 
+// Releaser is an optional Stage extension for stages that reserve
+// something per event (dedup reserves the event's key): Release undoes the
+// reservation when the events could not be stored, so the client's retry
+// is accepted rather than taken for a duplicate.
+type Releaser interface {
+	Release(events []*Event)
+}
+
 // Pipeline runs the stages of DESIGN §1 in order:
 // consent → identity → attribution → geo → privacy → bot → naming →
 // validation → join → dedup.
@@ -128,6 +136,11 @@ func (p *Pipeline) Process(req *Request, events []*Event, res *Result) {
 		if e.OccurredAt.IsZero() {
 			e.OccurredAt = e.ReceivedAt
 		}
+		if e.Context.UserAgent == "" && !req.Server {
+			// A browser's beacon speaks for the browser: its user agent is
+			// the visitor's. A server's request is the server's own.
+			e.Context.UserAgent = e.InternString(req.UserAgent)
+		}
 		e.Index = i
 		for _, s := range p.stages {
 			if r.Outcome != Accepted {
@@ -139,6 +152,15 @@ func (p *Pipeline) Process(req *Request, events []*Event, res *Result) {
 	for _, s := range p.stages {
 		if f, ok := s.(RequestStage); ok {
 			f.Finish(req, events, res)
+		}
+	}
+}
+
+// Release tells every Releaser stage that events were not stored.
+func (p *Pipeline) Release(events []*Event) {
+	for _, s := range p.stages {
+		if r, ok := s.(Releaser); ok {
+			r.Release(events)
 		}
 	}
 }

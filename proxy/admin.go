@@ -42,15 +42,16 @@ func (s *Server) HandleAdmin(path string, h fasthttp.RequestHandler, needToken b
 	s.adminMu.Unlock()
 }
 
-// ServeAdmin runs the admin server on ln until ShutdownAdmin.
+// ServeAdmin runs the admin server on ln until ShutdownAdmin; it returns
+// nil after a graceful shutdown.
 func (s *Server) ServeAdmin(ln net.Listener) error {
-	return s.admin.Serve(ln)
+	return s.adminLns.serve(s.admin, ln)
 }
 
 // ShutdownAdmin stops the admin server, waiting for in-flight requests
 // until ctx ends.
 func (s *Server) ShutdownAdmin(ctx context.Context) error {
-	return s.admin.ShutdownWithContext(ctx)
+	return s.adminLns.shutdown(ctx, s.admin)
 }
 
 func (s *Server) handleAdmin(ctx *fasthttp.RequestCtx) {

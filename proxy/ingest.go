@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/sidetrack/sidetrack/enrich"
@@ -12,25 +10,27 @@ import (
 // Sink takes accepted events durably. main.go plugs in the forward package.
 // Ownership of the events passes to the sink, which releases them.
 type Sink interface {
-	// Append stores events durably before returning. It returns a
-	// *FullError when the store cannot take more (the client gets 429 with
-	// Retry-After) and ErrDraining once shutdown began (503).
+	// Append stores events durably before returning. An error that has a
+	// RetryAfter() time.Duration method means the store is full (the client
+	// gets 429 with Retry-After); one with Draining() bool returning true
+	// means shutdown began (503). Any other error is answered 503.
 	Append(ctx context.Context, events []*enrich.Event) error
 	// Quarantine keeps events that decoded but failed validation on a
 	// browser route, each with a PII-free reason.
 	Quarantine(ctx context.Context, events []*enrich.Event, reasons []string) error
 }
 
-// ErrDraining is returned by a Sink after shutdown began.
-var ErrDraining = errors.New("sidetrack is shutting down")
-
-// FullError says the store is full; retry after RetryAfter.
-type FullError struct {
-	RetryAfter time.Duration
+// retryAfterError is how a Sink says "full, retry after D" without proxy
+// and forward sharing a type.
+type retryAfterError interface {
+	error
+	RetryAfter() time.Duration
 }
 
-func (e *FullError) Error() string {
-	return fmt.Sprintf("spool full, retry after %s", e.RetryAfter)
+// drainingError is how a Sink says it stopped taking events for shutdown.
+type drainingError interface {
+	error
+	Draining() bool
 }
 
 // decoded collects what a decoder produced from one request: the events, in

@@ -215,6 +215,7 @@ func (s *Server) putCall(c *upstreamCall) {
 // the client's (so it is not counted as an origin failure).
 type requestBody struct {
 	r        io.Reader
+	tee      io.Writer // sees every byte sent on (form routes); may be nil
 	limit    int64
 	n        int64
 	tooLarge bool
@@ -238,6 +239,9 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	if b.limit > 0 && b.n > b.limit {
 		b.tooLarge = true
 		return 0, errBodyTooLarge
+	}
+	if b.tee != nil && n > 0 {
+		_, _ = b.tee.Write(p[:n])
 	}
 	if err != nil && err != io.EOF {
 		b.err = err
@@ -280,8 +284,9 @@ func (b *upstreamBody) CloseWithError(err error) error {
 }
 
 // passThrough sends the request to the origin and streams the answer back.
-// It returns the status written.
-func (s *Server) passThrough(ctx *fasthttp.RequestCtx) int {
+// It returns the status written. tee, when not nil, sees the request body
+// as it streams to the origin (form routes read their fields from it).
+func (s *Server) passThrough(ctx *fasthttp.RequestCtx, tee io.Writer) int {
 	src := &ctx.Request.Header
 	path, query, authority, form := splitTarget(src.RequestURI())
 	if form == formInvalid {
@@ -329,12 +334,21 @@ func (s *Server) passThrough(ctx *fasthttp.RequestCtx) int {
 
 	s.setForwarded(ctx, c, reqHost)
 
-	if stream != nil && cl != 0 {
-		c.in = requestBody{r: stream, limit: s.up.maxBody}
-		req.SetBodyStream(&c.in, cl)
-	} else if stream == nil && len(ctx.Request.Body()) > 0 {
-		// Only without StreamRequestBody (tests, in-process use).
-		req.SetBodyRaw(ctx.Request.Body())
+	if stream != nil {
+		if cl != 0 {
+			c.in = requestBody{r: stream, limit: s.up.maxBody, tee: tee}
+			req.SetBodyStream(&c.in, cl)
+		}
+	} else if body := ctx.Request.Body(); len(body) > 0 {
+		// Only without StreamRequestBody (tests, in-process use); with a
+		// stream, Body() would read it all into memory.
+		if s.up.maxBody > 0 && int64(len(body)) > s.up.maxBody {
+			return s.bodyTooLarge(ctx)
+		}
+		req.SetBodyRaw(body)
+		if tee != nil {
+			_, _ = tee.Write(body)
+		}
 	}
 
 	req.SetTimeout(s.up.timeout)

@@ -1102,3 +1102,44 @@ func BenchmarkBaselineProxyInProcess(b *testing.B) {
 	defer c.CloseIdleConnections()
 	runClient(b, c)
 }
+
+// TestPassThroughTee: a route that proxies through passThrough with a tee
+// (the form route) sees every body byte the origin gets, streamed.
+func TestPassThroughTee(t *testing.T) {
+	o := newOrigin(t, nil)
+	var mu sync.Mutex
+	var seen []string
+	p := startProxy(t, testConfig(o.URL), Options{}, func(s *Server) {
+		s.addTracking("/contact", RouteForm, func(ctx *fasthttp.RequestCtx) {
+			var buf bytes.Buffer
+			code := s.passThrough(ctx, &buf)
+			mu.Lock()
+			seen = append(seen, fmt.Sprintf("%d %s", code, buf.String()))
+			mu.Unlock()
+		})
+	})
+	form := "email=a%40b.test&msg=" + strings.Repeat("x", 20000)
+	for _, raw := range []string{
+		"POST /contact HTTP/1.1\r\nHost: shop.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: " + strconv.Itoa(len(form)) + "\r\nConnection: close\r\n\r\n" + form,
+		"POST /contact HTTP/1.1\r\nHost: shop.test\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+			fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(form), form),
+	} {
+		resp, body := rawExchange(t, p.addr, raw, "POST")
+		if resp.StatusCode != 200 || string(body) != "origin ok" {
+			t.Fatalf("got %d %q", resp.StatusCode, body)
+		}
+		if got := string(o.last(t).Body); got != form {
+			t.Errorf("origin got %d bytes, want the form", len(got))
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range seen {
+		if s != "200 "+form {
+			t.Errorf("tee saw %.40q…", s)
+		}
+	}
+	if len(seen) != 2 {
+		t.Errorf("%d tee results", len(seen))
+	}
+}

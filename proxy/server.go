@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sidetrack/sidetrack/config"
+	"github.com/sidetrack/sidetrack/enrich"
 )
 
 // Readiness reports whether sidetrack can take beacons (e.g. the spool is
@@ -30,6 +31,17 @@ type Readiness interface {
 type Options struct {
 	// Ready backs /readyz in addition to the drain state; nil means ready.
 	Ready Readiness
+	// Sink stores accepted events. With no Sink (or no Pipeline) the
+	// tracking routes are not installed: sidetrack is then a pure
+	// pass-through proxy.
+	Sink Sink
+	// Pipeline enriches decoded events before they reach the Sink.
+	Pipeline *enrich.Pipeline
+	// Events is the event pool shared with the Sink, which releases
+	// events after storing them; nil means a private pool.
+	Events *enrich.EventPool
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // prefixRoute is a tracking route matched by path prefix (/v1/…).
@@ -68,8 +80,10 @@ type Server struct {
 	trusted *TrustedProxies
 	hosts   map[string]struct{} // lowercase, no port; empty: any host
 
-	public *fasthttp.Server
-	admin  *fasthttp.Server
+	public    *fasthttp.Server
+	admin     *fasthttp.Server
+	publicLns listenerSet
+	adminLns  listenerSet
 
 	up upstream
 
@@ -206,9 +220,56 @@ func durationOr(d, def time.Duration) time.Duration {
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
 // Serve runs the public server on ln until Shutdown. It returns nil after
-// a graceful shutdown.
+// a graceful shutdown, at once if Shutdown already ran.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.public.Serve(ln)
+	return s.publicLns.serve(s.public, ln)
+}
+
+// listenerSet closes the gap between starting Serve in a goroutine and a
+// Shutdown that runs before fasthttp registered the listener: fasthttp's
+// ShutdownWithContext then returns at once and Serve would run forever.
+type listenerSet struct {
+	mu     sync.Mutex
+	closed bool
+	lns    []net.Listener
+}
+
+func (l *listenerSet) serve(srv *fasthttp.Server, ln net.Listener) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		_ = ln.Close()
+		return nil
+	}
+	l.lns = append(l.lns, ln)
+	l.mu.Unlock()
+	err := srv.Serve(ln)
+	if l.isClosed() {
+		// Accept failing on the listener Shutdown closed is the normal end.
+		return nil
+	}
+	return err
+}
+
+func (l *listenerSet) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+// shutdown stops srv gracefully, then closes every listener it was given
+// (closing one fasthttp already closed is harmless).
+func (l *listenerSet) shutdown(ctx context.Context, srv *fasthttp.Server) error {
+	l.mu.Lock()
+	l.closed = true
+	lns := l.lns
+	l.lns = nil
+	l.mu.Unlock()
+	err := srv.ShutdownWithContext(ctx)
+	for _, ln := range lns {
+		_ = ln.Close()
+	}
+	return err
 }
 
 // Drain turns /readyz to 503 at once so the load balancer stops sending
@@ -222,7 +283,7 @@ func (s *Server) Drain() { s.draining.Store(true) }
 // rest of the shutdown); stop it with ShutdownAdmin.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.Drain()
-	err := s.public.ShutdownWithContext(ctx)
+	err := s.publicLns.shutdown(ctx, s.public)
 	s.up.client.CloseIdleConnections()
 	return err
 }
@@ -284,7 +345,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 		return
 	}
-	code := s.passThrough(ctx)
+	code := s.passThrough(ctx, nil)
 	d := time.Since(start)
 	s.metrics.ObserveRequest(RoutePass, code, d)
 	s.accessLog(ctx, RoutePass, code, d)

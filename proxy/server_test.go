@@ -86,8 +86,18 @@ func startProxy(t testing.TB, cfg *config.Config, opts Options, tweak func(*Serv
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); _ = s.Serve(ln) }()
-	go func() { defer wg.Done(); _ = s.ServeAdmin(aln) }()
+	go func() {
+		defer wg.Done()
+		if err := s.Serve(ln); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := s.ServeAdmin(aln); err != nil {
+			t.Errorf("ServeAdmin: %v", err)
+		}
+	}()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), guard)
 		defer cancel()
@@ -287,6 +297,65 @@ func TestServerAlwaysSetsTimeouts(t *testing.T) {
 	}
 	if s.up.timeout <= 0 {
 		t.Error("upstream timeout not set")
+	}
+}
+
+// TestShutdownRacesServe: Serve started in a goroutine and Shutdown right
+// away (before fasthttp registered the listener) must still stop; Serve
+// after Shutdown returns at once.
+func TestShutdownRacesServe(t *testing.T) {
+	for range 50 {
+		s, err := New(testConfig("http://127.0.0.1:1"), nil, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		aln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 2)
+		go func() { done <- s.Serve(ln) }()
+		go func() { done <- s.ServeAdmin(aln) }()
+		ctx, cancel := context.WithTimeout(context.Background(), guard)
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := s.ShutdownAdmin(ctx); err != nil {
+			t.Errorf("ShutdownAdmin: %v", err)
+		}
+		cancel()
+		for range 2 {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Serve returned %v", err)
+				}
+			case <-time.After(guard):
+				t.Fatal("Serve kept running after Shutdown")
+			}
+		}
+	}
+	// Serve after Shutdown returns at once and releases the listener.
+	s, err := New(testConfig("http://127.0.0.1:1"), nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(ln); err != nil {
+		t.Errorf("Serve after Shutdown: %v", err)
+	}
+	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		t.Error("listener still open after Serve-after-Shutdown")
 	}
 }
 

@@ -1,0 +1,57 @@
+package forward
+
+import (
+	"context"
+	"time"
+
+	"github.com/sidetrack/sidetrack/enrich"
+)
+
+// Destination is what the delivery core needs from an adapter (one package
+// per destination under forward/). Adapters never import forward: they
+// satisfy this interface structurally and report errors through the
+// behaviour interfaces below.
+type Destination interface {
+	// Name is the configured destination name.
+	Name() string
+	// Limits bounds one request to the destination.
+	Limits() Limits
+	// GroupKey returns the key of the events that must share a request
+	// (e.g. GA4's client id); "" puts every event in one group.
+	GroupKey(e *enrich.Event) string
+	// Prepare rejects an event before batching (too old, missing a
+	// required field). A non-nil error dead-letters the event at once.
+	Prepare(e *enrich.Event) error
+	// Send delivers batch. It returns one error per event, in order (nil =
+	// delivered), or a single error for the whole batch as err (then
+	// perEvent is ignored). Errors are classified with Retryable,
+	// RetryAfter, Permanent, Paused and TooLarge below.
+	Send(ctx context.Context, batch []*enrich.Event) (perEvent []error, err error)
+	// Close releases the adapter's resources after the last Send.
+	Close() error
+}
+
+// Limits bounds one request to a destination.
+type Limits struct {
+	MaxEvents int // 0 = no limit of its own (batch.max_events applies)
+	MaxBytes  int // encoded size; 0 = no limit of its own
+}
+
+// The behaviour interfaces an adapter's errors may implement. forward
+// checks them with errors.As; it never parses error strings.
+type (
+	// retryable errors are retried with backoff (network errors,
+	// timeouts, 408, 425, 429, 5xx except 501/505).
+	retryable interface{ Retryable() bool }
+	// retryAfter errors carry the wait the destination asked for
+	// (Retry-After); the wait is not counted as an attempt.
+	retryAfter interface{ RetryAfter() time.Duration }
+	// permanent errors dead-letter the event at once (other 4xx, 501,
+	// 505, Prepare rejections).
+	permanent interface{ Permanent() bool }
+	// paused errors (401/403) pause the destination until a probe
+	// succeeds; its events stay in its backlog.
+	paused interface{ Paused() bool }
+	// tooLarge errors (413) split the batch and retry the halves.
+	tooLarge interface{ TooLarge() bool }
+)
