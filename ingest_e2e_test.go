@@ -308,6 +308,20 @@ func TestVisitorJourney(t *testing.T) {
 		}
 	}
 	landing := "https://shop.example/spring?utm_source=Facebook&utm_medium=paid_social&utm_campaign=Spring%20Sale&fbclid=IwAR-Fb.Click_ID-42"
+	// The landing page itself passes through to the shop, and its HTML
+	// answer already carries the device cookie.
+	page, _ := http.NewRequest("GET", in.base+"/spring?utm_source=Facebook", nil)
+	send(page)
+	base, _ := url.Parse(in.base)
+	var deviceCookie string
+	for _, c := range jar.Cookies(base) {
+		if c.Name == "stk_did" {
+			deviceCookie = c.Value
+		}
+	}
+	if deviceCookie == "" {
+		t.Fatal("the landing page's pass-through answer set no device cookie")
+	}
 	hit := func(en, dl, dr string, seq int, extra string) {
 		q := url.Values{"v": {"2"}, "tid": {"G-JOURNEY"}, "cid": {"111.222"}, "sid": {"1700000000"}, "sct": {"1"},
 			"_p": {"9001"}, "_s": {fmt.Sprint(seq)}, "en": {en}, "dl": {dl}, "dr": {dr}, "gcs": {"G111"}}

@@ -13,7 +13,9 @@ import (
 // (consent → identity → attribution → geo → privacy → bot → naming →
 // validation → join → dedup) and returns a function that releases their
 // resources.
-func buildPipeline(cfg *config.Config, now func() time.Time) (*enrich.Pipeline, func(), error) {
+// The identity stage is returned too: the proxy mints its cookies on
+// pass-through HTML answers.
+func buildPipeline(cfg *config.Config, now func() time.Time) (*enrich.Pipeline, *enrich.Identity, func(), error) {
 	if now == nil {
 		now = time.Now
 	}
@@ -34,7 +36,7 @@ func buildPipeline(cfg *config.Config, now func() time.Time) (*enrich.Pipeline, 
 		if join != nil {
 			join.Close()
 		}
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	p := enrich.NewPipeline(now,
 		identity,
@@ -46,5 +48,5 @@ func buildPipeline(cfg *config.Config, now func() time.Time) (*enrich.Pipeline, 
 		join,
 		enrich.NewDedup(cfg),
 	)
-	return p, join.Close, nil
+	return p, identity, join.Close, nil
 }

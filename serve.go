@@ -99,7 +99,7 @@ func serve(ctx context.Context, o serveOptions) error {
 			log.Error("closing sink", zap.Error(err))
 		}
 	}()
-	pipeline, closePipeline, err := buildPipeline(cfg, nil)
+	pipeline, identity, closePipeline, err := buildPipeline(cfg, nil)
 	if err != nil {
 		return err
 	}
@@ -109,6 +109,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		Sink:     sink,
 		Pipeline: pipeline,
 		Events:   pool,
+		Pages:    identity,
 	})
 	if err != nil {
 		return err

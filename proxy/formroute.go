@@ -45,6 +45,7 @@ func (f *formRoute) handle(ctx *fasthttp.RequestCtx) {
 	start := ctx.Time()
 	if !ctx.IsPost() {
 		code := s.passThrough(ctx, nil)
+		f.t.setPageCookies(ctx, code)
 		s.metrics.ObserveRequest(RoutePass, code, time.Since(start))
 		return
 	}

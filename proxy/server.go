@@ -42,6 +42,9 @@ type Options struct {
 	Events *enrich.EventPool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Pages mints identity cookies on pass-through HTML answers; nil
+	// means only beacon answers set them.
+	Pages PageCookier
 }
 
 // prefixRoute is a tracking route matched by path prefix (/v1/…).
@@ -94,6 +97,8 @@ type Server struct {
 	tracking       map[string]fasthttp.RequestHandler
 	trackingLabel  map[string]string
 	trackingPrefix []prefixRoute
+	// tracker is the tracking routes' shared state (nil: pass-through only).
+	tracker *tracker
 
 	adminMu     sync.RWMutex
 	adminRoutes map[string]adminRoute
@@ -346,6 +351,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	code := s.passThrough(ctx, nil)
+	if s.tracker != nil {
+		s.tracker.setPageCookies(ctx, code)
+	}
 	d := time.Since(start)
 	s.metrics.ObserveRequest(RoutePass, code, d)
 	s.accessLog(ctx, RoutePass, code, d)

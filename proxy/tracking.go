@@ -41,6 +41,7 @@ type tracker struct {
 
 	cors    *corsPolicy
 	limiter *rateLimiter
+	pages   PageCookier
 
 	// serverKeys and writeKeys are SHA-256 digests, compared in constant
 	// time, so a key's length or prefix leaks nothing through timing.
@@ -83,7 +84,9 @@ func (s *Server) registerTracking() {
 		cors:     newCORSPolicy(cfg.Ingest.CORS.Origins, cfg.Hosts),
 		maxBody:  int(cfg.Ingest.MaxBody),
 		counts:   newEventCounters(s.metrics),
+		pages:    s.opts.Pages,
 	}
+	s.tracker = t
 	if t.events == nil {
 		t.events = &enrich.EventPool{}
 	}
