@@ -173,6 +173,9 @@ func shutdown(cfg *config.Config, srv *proxy.Server, signals <-chan os.Signal, e
 		if err != nil {
 			log.Warn("shutdown incomplete", zap.Error(err))
 		}
+		if err := srv.ShutdownAdmin(ctx); err != nil {
+			log.Warn("admin shutdown incomplete", zap.Error(err))
+		}
 	case sig := <-signals:
 		log.Warn("second signal, exiting at once", zap.String("signal", sig.String()))
 		return errors.New("interrupted during shutdown")

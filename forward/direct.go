@@ -61,11 +61,10 @@ func NewDirectSink(cfg *config.Config, pool *enrich.EventPool) (*DirectSink, err
 }
 
 // Append encodes events as NDJSON and writes them to every destination,
-// then releases them.
+// then releases them. On error the caller keeps them.
 func (s *DirectSink) Append(_ context.Context, events []*enrich.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	defer s.release(events)
 	if s.closed {
 		return ErrClosed
 	}
@@ -80,6 +79,7 @@ func (s *DirectSink) Append(_ context.Context, events []*enrich.Event) error {
 			return fmt.Errorf("append: %w", err)
 		}
 	}
+	s.release(events)
 	return nil
 }
 
@@ -87,7 +87,6 @@ func (s *DirectSink) Append(_ context.Context, events []*enrich.Event) error {
 func (s *DirectSink) Quarantine(_ context.Context, events []*enrich.Event, reasons []string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	defer s.release(events)
 	if s.closed {
 		return ErrClosed
 	}
@@ -104,7 +103,11 @@ func (s *DirectSink) Quarantine(_ context.Context, events []*enrich.Event, reaso
 		b = append(b, "}\n"...)
 	}
 	s.buf = b
-	return s.quarantine.Write(b)
+	if err := s.quarantine.Write(b); err != nil {
+		return err
+	}
+	s.release(events)
+	return nil
 }
 
 func (s *DirectSink) release(events []*enrich.Event) {

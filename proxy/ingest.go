@@ -8,7 +8,9 @@ import (
 )
 
 // Sink takes accepted events durably. main.go plugs in the forward package.
-// Ownership of the events passes to the sink, which releases them.
+// On success ownership of the events passes to the sink, which releases
+// them; on error the caller still owns them (it must undo what the
+// pipeline reserved for them before releasing them).
 type Sink interface {
 	// Append stores events durably before returning. An error that has a
 	// RetryAfter() time.Duration method means the store is full (the client

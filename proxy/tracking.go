@@ -411,15 +411,29 @@ func (t *tracker) process(ctx *fasthttp.RequestCtx, sc *ingestScratch, route str
 	c := context.Background()
 	if len(sc.keep) > 0 {
 		if err := t.sink.Append(c, sc.keep); err != nil {
+			// Undo what the pipeline reserved (dedup keys) so the client's
+			// retry is taken as new, not as a duplicate.
+			t.pipeline.Release(sc.keep)
+			t.releaseAll(sc.keep)
 			code = t.sinkError(ctx, route, err, mode)
 		}
 	}
 	if len(sc.quar) > 0 {
-		if err := t.sink.Quarantine(c, sc.quar, sc.reasons); err != nil && code == 0 {
-			code = t.sinkError(ctx, route, err, mode)
+		if err := t.sink.Quarantine(c, sc.quar, sc.reasons); err != nil {
+			t.releaseAll(sc.quar)
+			if code == 0 {
+				code = t.sinkError(ctx, route, err, mode)
+			}
 		}
 	}
 	return code
+}
+
+// releaseAll returns events the sink did not take to the pool.
+func (t *tracker) releaseAll(events []*enrich.Event) {
+	for _, e := range events {
+		t.events.Put(e)
+	}
 }
 
 // sinkError maps a sink failure to the client's answer.
