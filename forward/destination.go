@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/sidetrack/sidetrack/enrich"
+	"github.com/sidetrack/sidetrack/forward/status"
 )
 
 // Destination is what the delivery core needs from an adapter (one package
@@ -31,11 +32,10 @@ type Destination interface {
 	Close() error
 }
 
-// Limits bounds one request to a destination.
-type Limits struct {
-	MaxEvents int // 0 = no limit of its own (batch.max_events applies)
-	MaxBytes  int // encoded size; 0 = no limit of its own
-}
+// Limits bounds one request to a destination. It is declared in
+// forward/status, which adapters import, because an adapter's Limits method
+// must return this very type to satisfy Destination.
+type Limits = status.Limits
 
 // The behaviour interfaces an adapter's errors may implement. forward
 // checks them with errors.As; it never parses error strings.

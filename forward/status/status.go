@@ -99,6 +99,19 @@ func FromHTTP(code int, retryAfter string, now time.Time, excerpt string) error 
 	return e
 }
 
+// Limits bounds one request to a destination (returned by an adapter's
+// Limits method).
+type Limits struct {
+	MaxEvents int // 0 = no limit of its own (batch.max_events applies)
+	MaxBytes  int // encoded size; 0 = no limit of its own
+}
+
+// RetryIn is a retryable failure that should wait d before the next try
+// (e.g. a full disk), without counting the wait as an attempt.
+func RetryIn(err error, d time.Duration) error {
+	return &Error{Err: err, Wait: d, class: classRetry}
+}
+
 // Network wraps a transport failure (connect, reset, timeout): retryable.
 // A cancelled context is returned as is, so shutdown is not a failure.
 func Network(err error) error {
