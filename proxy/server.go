@@ -68,6 +68,7 @@ const (
 	defaultUpstreamTimeout = 30 * time.Second
 	defaultUpstreamConns   = 1024
 	upstreamReadBuffer     = 32 << 10
+	upstreamIdleConn       = 4 * time.Second
 	logInterval            = time.Second
 )
 
@@ -99,6 +100,8 @@ type Server struct {
 	trackingPrefix []prefixRoute
 	// tracker is the tracking routes' shared state (nil: pass-through only).
 	tracker *tracker
+	// scripts serves first-party tag scripts (scripts: in the config).
+	scripts *scriptRoutes
 
 	adminMu     sync.RWMutex
 	adminRoutes map[string]adminRoute
@@ -143,6 +146,11 @@ func New(cfg *config.Config, log *zap.Logger, opts Options) (*Server, error) {
 		}
 		hosts[string(n)] = struct{}{}
 	}
+	metrics := NewMetrics()
+	scripts, err := newScriptRoutes(cfg, log, metrics, opts.Now)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -151,7 +159,8 @@ func New(cfg *config.Config, log *zap.Logger, opts Options) (*Server, error) {
 		cfg:           cfg,
 		log:           log,
 		opts:          opts,
-		metrics:       NewMetrics(),
+		metrics:       metrics,
+		scripts:       scripts,
 		trusted:       trusted,
 		hosts:         hosts,
 		up:            up,

@@ -68,6 +68,10 @@ type ingestScratch struct {
 // registerTracking installs the tracking routes when a sink and a pipeline
 // are wired; without them sidetrack is a pure pass-through proxy.
 func (s *Server) registerTracking() {
+	// Script routes need no sink: they serve tag scripts, not events.
+	for _, p := range s.scripts.Paths() {
+		s.addTracking(p, RouteScript, s.scripts.handler(p))
+	}
 	if s.opts.Sink == nil || s.opts.Pipeline == nil {
 		return
 	}
