@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"syscall"
@@ -29,9 +30,15 @@ type upstream struct {
 }
 
 func newUpstream(cfg *config.Config) (upstream, error) {
-	u, err := url.Parse(cfg.Origin)
+	return newUpstreamTo("origin", cfg.Origin, cfg)
+}
+
+// newUpstreamTo builds the client for one fixed upstream URL; key names
+// the config key in errors (origin, ingest.ga4.tagging_server).
+func newUpstreamTo(key, raw string, cfg *config.Config) (upstream, error) {
+	u, err := url.Parse(raw)
 	if err != nil {
-		return upstream{}, fmt.Errorf("origin: %w", err)
+		return upstream{}, fmt.Errorf("%s: %w", key, err)
 	}
 	var tls bool
 	switch strings.ToLower(u.Scheme) {
@@ -39,13 +46,13 @@ func newUpstream(cfg *config.Config) (upstream, error) {
 	case "https":
 		tls = true
 	default:
-		return upstream{}, fmt.Errorf("origin: scheme must be http or https, got %q", cfg.Origin)
+		return upstream{}, fmt.Errorf("%s: scheme must be http or https, got %q", key, raw)
 	}
 	if u.Host == "" || u.Hostname() == "" {
-		return upstream{}, fmt.Errorf("origin: no host in %q", cfg.Origin)
+		return upstream{}, fmt.Errorf("%s: no host in %q", key, raw)
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
-		return upstream{}, fmt.Errorf("origin: must be scheme://host[:port] without path, query or credentials, got %q", cfg.Origin)
+		return upstream{}, fmt.Errorf("%s: must be scheme://host[:port] without path, query or credentials, got %q", key, raw)
 	}
 	addr := u.Host
 	if u.Port() == "" {
@@ -69,6 +76,13 @@ func newUpstream(cfg *config.Config) (upstream, error) {
 			MaxConns:                 conns,
 			// Under a burst, wait for a pooled connection rather than fail.
 			MaxConnWaitTimeout: timeout,
+			// A request with a body cannot be retried on a keep-alive
+			// connection the origin closed meanwhile, so idle connections
+			// are dropped before common origin keep-alive timeouts (Node
+			// and Apache: 5 s), and the most recently used connection is
+			// reused first so the rest can age out.
+			MaxIdleConnDuration: upstreamIdleConn,
+			ConnPoolStrategy:    fasthttp.LIFO,
 			// Origin response headers (many Set-Cookie, CSP) can be large.
 			ReadBufferSize: upstreamReadBuffer,
 			// The path goes to the origin byte for byte.
@@ -167,17 +181,64 @@ func splitTarget(raw []byte) (path, query, authority []byte, form targetForm) {
 	return path, query, authority, form
 }
 
-// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
-// plus the legacy ones proxies traditionally drop. Any header named in
-// Connection is removed too, and so is every Proxy-* header.
-var hopByHop = [...]string{
-	fasthttp.HeaderConnection,
-	"Keep-Alive",
-	"Proxy-Connection",
-	fasthttp.HeaderTE,
-	fasthttp.HeaderTrailer,
-	fasthttp.HeaderTransferEncoding,
-	fasthttp.HeaderUpgrade,
+// Header kinds the proxy removes or replaces on their way through.
+const (
+	hkKeep       = iota
+	hkHop        // describes one connection (RFC 9110 §7.6.1), or Proxy-*
+	hkConnection // hop-by-hop, and names more hop-by-hop headers
+	hkForwarded  // X-Forwarded-*: always rewritten by sidetrack
+	hkUntrusted  // Forwarded, X-Real-IP: dropped unless the peer is trusted
+)
+
+// headerKind classifies a header name without allocating. Besides the
+// RFC's list (Connection and the headers it names, Keep-Alive, TE,
+// Trailer, Transfer-Encoding, Upgrade) every Proxy-* header and Expect
+// (fasthttp already answered 100-continue) are hop-by-hop here.
+func headerKind(k []byte) int {
+	switch len(k) {
+	case 2:
+		if equalFold(k, "te") {
+			return hkHop
+		}
+	case 6:
+		if equalFold(k, "expect") {
+			return hkHop
+		}
+	case 7:
+		if equalFold(k, "trailer") || equalFold(k, "upgrade") {
+			return hkHop
+		}
+	case 9:
+		if equalFold(k, "forwarded") || equalFold(k, "x-real-ip") {
+			return hkUntrusted
+		}
+	case 10:
+		if equalFold(k, "connection") {
+			return hkConnection
+		}
+		if equalFold(k, "keep-alive") {
+			return hkHop
+		}
+	case 15:
+		if equalFold(k, "x-forwarded-for") {
+			return hkForwarded
+		}
+	case 16:
+		if equalFold(k, "x-forwarded-host") {
+			return hkForwarded
+		}
+	case 17:
+		if equalFold(k, "x-forwarded-proto") {
+			return hkForwarded
+		}
+		if equalFold(k, "transfer-encoding") {
+			return hkHop
+		}
+	}
+	if hasPrefixFold(k, "proxy-") {
+		return hkHop
+	}
+	return hkKeep
 }
 
 // upstreamCall is the pooled per-request state of one pass-through. It
@@ -287,6 +348,12 @@ func (b *upstreamBody) CloseWithError(err error) error {
 // It returns the status written. tee, when not nil, sees the request body
 // as it streams to the origin (form routes read their fields from it).
 func (s *Server) passThrough(ctx *fasthttp.RequestCtx, tee io.Writer) int {
+	return s.passThroughTo(ctx, &s.up, tee)
+}
+
+// passThroughTo is passThrough to a fixed upstream other than the origin
+// (the sGTM tagging server).
+func (s *Server) passThroughTo(ctx *fasthttp.RequestCtx, up *upstream, tee io.Writer) int {
 	src := &ctx.Request.Header
 	path, query, authority, form := splitTarget(src.RequestURI())
 	if form == formInvalid {
@@ -296,7 +363,7 @@ func (s *Server) passThrough(ctx *fasthttp.RequestCtx, tee io.Writer) int {
 	}
 	stream := ctx.RequestBodyStream()
 	cl := src.ContentLength()
-	if s.up.maxBody > 0 && int64(cl) > s.up.maxBody {
+	if up.maxBody > 0 && int64(cl) > up.maxBody {
 		return s.bodyTooLarge(ctx)
 	}
 
@@ -308,10 +375,10 @@ func (s *Server) passThrough(ctx *fasthttp.RequestCtx, tee io.Writer) int {
 		}
 	}()
 	req := &c.req
+	peer := peerAddr(ctx)
+	trusted := s.trusted.Contains(peer)
 	src.CopyTo(&req.Header)
-	stripHopByHopRequest(src, &req.Header)
-	// fasthttp already answered any Expect: 100-continue.
-	req.Header.Del(fasthttp.HeaderExpect)
+	stripRequestHeaders(src, &req.Header, trusted)
 	req.Header.SetNoDefaultContentType(true)
 
 	// Host: shops route by it, so the client's value goes to the origin
@@ -324,25 +391,25 @@ func (s *Server) passThrough(ctx *fasthttp.RequestCtx, tee io.Writer) int {
 		reqHost = authority
 		req.Header.SetHostBytes(authority)
 	} else if len(reqHost) == 0 {
-		req.Header.SetHostBytes(s.up.host)
+		req.Header.SetHostBytes(up.host)
 	}
 	req.Header.SetRequestURIBytes(path)
 	u := req.URI()
-	u.SetSchemeBytes(s.up.scheme)
+	u.SetSchemeBytes(up.scheme)
 	u.SetPathBytes(path)
 	u.SetQueryStringBytes(query)
 
-	s.setForwarded(ctx, c, reqHost)
+	s.setForwarded(src, &req.Header, c, peer, trusted, reqHost)
 
 	if stream != nil {
 		if cl != 0 {
-			c.in = requestBody{r: stream, limit: s.up.maxBody, tee: tee}
+			c.in = requestBody{r: stream, limit: up.maxBody, tee: tee}
 			req.SetBodyStream(&c.in, cl)
 		}
 	} else if body := ctx.Request.Body(); len(body) > 0 {
 		// Only without StreamRequestBody (tests, in-process use); with a
 		// stream, Body() would read it all into memory.
-		if s.up.maxBody > 0 && int64(len(body)) > s.up.maxBody {
+		if up.maxBody > 0 && int64(len(body)) > up.maxBody {
 			return s.bodyTooLarge(ctx)
 		}
 		req.SetBodyRaw(body)
@@ -351,9 +418,9 @@ func (s *Server) passThrough(ctx *fasthttp.RequestCtx, tee io.Writer) int {
 		}
 	}
 
-	req.SetTimeout(s.up.timeout)
+	req.SetTimeout(up.timeout)
 	resp := &c.resp
-	err := s.up.client.Do(req, resp)
+	err := up.client.Do(req, resp)
 	if err != nil {
 		switch {
 		case c.in.tooLarge:
@@ -370,14 +437,12 @@ func (s *Server) passThrough(ctx *fasthttp.RequestCtx, tee io.Writer) int {
 			s.metrics.Reject(RoutePass, "client_body_error")
 			return code
 		}
-		return s.upstreamFailed(ctx, err)
+		return s.upstreamFailed(ctx, up, err)
 	}
 
 	resp.Header.CopyTo(&ctx.Response.Header)
-	// The client connection's fate is sidetrack's, not the origin's.
-	ctx.Response.Header.ResetConnectionClose()
 	ctx.Response.Header.SetNoDefaultContentType(true)
-	stripHopByHopResponse(&resp.Header, &ctx.Response.Header)
+	stripResponseHeaders(&resp.Header, &ctx.Response.Header)
 	if st, ok := resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
 		c.out.inner = st
 		ctx.Response.SetBodyStream(&c.out, resp.Header.ContentLength())
@@ -394,9 +459,29 @@ func (s *Server) bodyTooLarge(ctx *fasthttp.RequestCtx) int {
 	return fasthttp.StatusRequestEntityTooLarge
 }
 
-// stripHopByHopRequest removes from dst the hop-by-hop headers of src.
-// Keys and tokens are read from src (ctx's request), deletions go to dst.
-func stripHopByHopRequest(src, dst *fasthttp.RequestHeader) {
+// stripRequestHeaders removes from dst (a copy of src) the headers that
+// must not reach the origin: hop-by-hop ones and the X-Forwarded-* that
+// setForwarded rewrites; Forwarded and X-Real-IP too unless the peer is
+// trusted. One pass over src; deletions only for headers present.
+func stripRequestHeaders(src, dst *fasthttp.RequestHeader, trusted bool) {
+	conn := false
+	for k := range src.All() {
+		switch headerKind(k) {
+		case hkConnection:
+			conn = true
+			dst.DelBytes(k)
+		case hkHop, hkForwarded:
+			dst.DelBytes(k)
+		case hkUntrusted:
+			if !trusted {
+				dst.DelBytes(k)
+			}
+		}
+	}
+	dst.ResetConnectionClose()
+	if !conn {
+		return
+	}
 	for _, v := range src.PeekAll(fasthttp.HeaderConnection) {
 		forEachToken(v, func(tok []byte) {
 			// Host is needed to route at the origin; sidetrack sets it.
@@ -405,31 +490,28 @@ func stripHopByHopRequest(src, dst *fasthttp.RequestHeader) {
 			}
 		})
 	}
-	for _, h := range hopByHop {
-		dst.Del(h)
-	}
-	dst.ResetConnectionClose()
-	for k := range src.All() {
-		if hasPrefixFold(k, "Proxy-") {
-			dst.DelBytes(k)
-		}
-	}
 }
 
-// stripHopByHopResponse removes from dst the hop-by-hop headers of the
-// origin's response src.
-func stripHopByHopResponse(src, dst *fasthttp.ResponseHeader) {
-	for _, v := range src.PeekAll(fasthttp.HeaderConnection) {
-		forEachToken(v, func(tok []byte) { dst.DelBytes(tok) })
-	}
-	for _, h := range hopByHop {
-		dst.Del(h)
-	}
-	dst.ResetConnectionClose()
+// stripResponseHeaders removes from dst (a copy of the origin's response
+// src) its hop-by-hop headers.
+func stripResponseHeaders(src, dst *fasthttp.ResponseHeader) {
+	conn := false
 	for k := range src.All() {
-		if hasPrefixFold(k, "Proxy-") {
+		switch headerKind(k) {
+		case hkConnection:
+			conn = true
+			dst.DelBytes(k)
+		case hkHop:
 			dst.DelBytes(k)
 		}
+	}
+	// The client connection's fate is sidetrack's, not the origin's.
+	dst.ResetConnectionClose()
+	if !conn {
+		return
+	}
+	for _, v := range src.PeekAll(fasthttp.HeaderConnection) {
+		forEachToken(v, func(tok []byte) { dst.DelBytes(tok) })
 	}
 }
 
@@ -447,15 +529,11 @@ func forEachToken(v []byte, f func([]byte)) {
 	}
 }
 
-// setForwarded writes X-Forwarded-For/-Proto/-Host on the origin request.
-// A trusted peer's chain is extended with the peer; anyone else's
-// X-Forwarded-* (and Forwarded, X-Real-IP) is replaced, since a client can
+// setForwarded adds X-Forwarded-For/-Proto/-Host to the origin request
+// (stripRequestHeaders removed the client's). A trusted peer's chain is
+// extended with the peer; anyone else's is replaced, since a client can
 // write whatever it likes there.
-func (s *Server) setForwarded(ctx *fasthttp.RequestCtx, c *upstreamCall, host []byte) {
-	src, dst := &ctx.Request.Header, &c.req.Header
-	peer := peerAddr(ctx)
-	trusted := s.trusted.Contains(peer)
-
+func (s *Server) setForwarded(src, dst *fasthttp.RequestHeader, c *upstreamCall, peer netip.Addr, trusted bool, host []byte) {
 	buf := c.buf[:0]
 	if trusted {
 		for _, v := range src.PeekAll(fasthttp.HeaderXForwardedFor) {
@@ -475,8 +553,7 @@ func (s *Server) setForwarded(ctx *fasthttp.RequestCtx, c *upstreamCall, host []
 	} else {
 		buf = append(buf, "unknown"...)
 	}
-	dst.Del(fasthttp.HeaderXForwardedFor)
-	dst.SetBytesV(fasthttp.HeaderXForwardedFor, buf)
+	dst.AddBytesV(fasthttp.HeaderXForwardedFor, buf)
 	c.buf = buf
 
 	proto := "http"
@@ -488,16 +565,10 @@ func (s *Server) setForwarded(ctx *fasthttp.RequestCtx, c *upstreamCall, host []
 		if equalFold(bytes.TrimSpace(v), "https") {
 			proto = "https"
 		}
-	} else {
-		dst.Del("Forwarded")
-		dst.Del("X-Real-Ip")
 	}
-	dst.Del(fasthttp.HeaderXForwardedProto)
-	dst.Set(fasthttp.HeaderXForwardedProto, proto)
-
-	dst.Del(fasthttp.HeaderXForwardedHost)
+	dst.Add(fasthttp.HeaderXForwardedProto, proto)
 	if len(host) > 0 {
-		dst.SetBytesV(fasthttp.HeaderXForwardedHost, host)
+		dst.AddBytesV(fasthttp.HeaderXForwardedHost, host)
 	}
 }
 
@@ -536,14 +607,14 @@ const (
 
 // upstreamFailed answers a failed origin exchange with a short page,
 // counts it, and logs it at most once per interval.
-func (s *Server) upstreamFailed(ctx *fasthttp.RequestCtx, err error) int {
+func (s *Server) upstreamFailed(ctx *fasthttp.RequestCtx, up *upstream, err error) int {
 	kind, code := classifyUpstream(err)
 	s.metrics.upstreamError(kind)
 	if suppressed, ok := s.upLog.allow(); ok {
 		s.log.Warn("origin request failed",
 			zap.String("kind", kind),
 			zap.Int("status", code),
-			zap.String("origin", s.up.client.Addr),
+			zap.String("upstream", up.client.Addr),
 			zap.String("error", redactText(err.Error())),
 			zap.Uint64("suppressed", suppressed),
 		)

@@ -1081,11 +1081,14 @@ func BenchmarkPassThroughInProcess(b *testing.B) {
 }
 
 // BenchmarkBaselineProxyInProcess is the floor for the in-process
-// benchmark: fasthttp's own minimal streaming reverse proxy.
+// benchmark: fasthttp's own minimal streaming reverse proxy, with the same
+// timeouts (each costs deadline updates per request) but none of
+// sidetrack's header handling, metrics or pooling.
 func BenchmarkBaselineProxyInProcess(b *testing.B) {
 	originLn := fasthttputil.NewInmemoryListener()
 	benchOrigin(b, originLn)
-	up := &fasthttp.HostClient{Addr: "origin", DialTimeout: inmemoryDial(originLn), StreamResponseBody: true, NoDefaultUserAgentHeader: true}
+	up := &fasthttp.HostClient{Addr: "origin", DialTimeout: inmemoryDial(originLn), StreamResponseBody: true,
+		NoDefaultUserAgentHeader: true, ReadTimeout: guard, WriteTimeout: guard}
 	srv := &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
 			if err := up.Do(&ctx.Request, &ctx.Response); err != nil {
@@ -1093,6 +1096,9 @@ func BenchmarkBaselineProxyInProcess(b *testing.B) {
 			}
 		},
 		StreamRequestBody: true,
+		ReadTimeout:       guard,
+		WriteTimeout:      guard,
+		IdleTimeout:       guard,
 	}
 	proxyLn := fasthttputil.NewInmemoryListener()
 	done := make(chan struct{})
@@ -1141,5 +1147,22 @@ func TestPassThroughTee(t *testing.T) {
 	}
 	if len(seen) != 2 {
 		t.Errorf("%d tee results", len(seen))
+	}
+}
+
+func TestHTTPSOrigin(t *testing.T) {
+	o := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "tls=%v host=%s uri=%s", r.TLS != nil, r.Host, r.RequestURI)
+	}))
+	t.Cleanup(o.Close)
+	p := startProxy(t, testConfig(o.URL), Options{}, func(s *Server) {
+		if !s.up.client.IsTLS {
+			t.Fatal("https origin without IsTLS")
+		}
+		s.up.client.TLSConfig = o.Client().Transport.(*http.Transport).TLSClientConfig
+	})
+	resp, body := get(t, p.addr, "/secure?x=1", "shop.test")
+	if resp.StatusCode != 200 || string(body) != "tls=true host=shop.test uri=/secure?x=1" {
+		t.Errorf("got %d %q", resp.StatusCode, body)
 	}
 }

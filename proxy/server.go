@@ -90,6 +90,9 @@ type Server struct {
 	adminLns  listenerSet
 
 	up upstream
+	// tagUp is the sGTM tagging server that gets the other sGTM paths
+	// (ingest.ga4.tagging_server); nil when they go to the origin.
+	tagUp *upstream
 
 	// Tracking routes, filled by registerTracking before serving and read
 	// without locks afterwards. tracking is keyed by exact path (ctx.Path(),
@@ -146,6 +149,15 @@ func New(cfg *config.Config, log *zap.Logger, opts Options) (*Server, error) {
 		}
 		hosts[string(n)] = struct{}{}
 	}
+	var tagUp *upstream
+	if ts := cfg.Ingest.GA4.TaggingServer; ts != "" {
+		u, err := newUpstreamTo("ingest.ga4.tagging_server", ts, cfg)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			tagUp = &u
+		}
+	}
 	metrics := NewMetrics()
 	scripts, err := newScriptRoutes(cfg, log, metrics, opts.Now)
 	if err != nil {
@@ -161,6 +173,7 @@ func New(cfg *config.Config, log *zap.Logger, opts Options) (*Server, error) {
 		opts:          opts,
 		metrics:       metrics,
 		scripts:       scripts,
+		tagUp:         tagUp,
 		trusted:       trusted,
 		hosts:         hosts,
 		up:            up,
@@ -299,6 +312,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.Drain()
 	err := s.publicLns.shutdown(ctx, s.public)
 	s.up.client.CloseIdleConnections()
+	if s.tagUp != nil {
+		s.tagUp.client.CloseIdleConnections()
+	}
 	return err
 }
 

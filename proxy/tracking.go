@@ -72,6 +72,9 @@ func (s *Server) registerTracking() {
 	for _, p := range s.scripts.Paths() {
 		s.addTracking(p, RouteScript, s.scripts.handler(p))
 	}
+	if s.tagUp != nil {
+		s.addTrackingPrefix(sgtmPrefix, RoutePass, s.passToTaggingServer)
+	}
 	if s.opts.Sink == nil || s.opts.Pipeline == nil {
 		return
 	}
@@ -741,4 +744,16 @@ func fatalField(field string) bool {
 		return true
 	}
 	return false
+}
+
+// sgtmPrefix holds the server-side GTM paths other than /g/collect that
+// gtag and GTM request on the server container's domain (the service-worker
+// iframe and cookie-setting endpoints live under /_/). With
+// ingest.ga4.tagging_server set they go there; otherwise to the origin.
+const sgtmPrefix = "/_/"
+
+// passToTaggingServer passes a request through to the sGTM tagging server.
+func (s *Server) passToTaggingServer(ctx *fasthttp.RequestCtx) {
+	code := s.passThroughTo(ctx, s.tagUp, nil)
+	s.metrics.ObserveRequest(RoutePass, code, time.Since(ctx.Time()))
 }

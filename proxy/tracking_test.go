@@ -484,3 +484,24 @@ func TestPageCookies(t *testing.T) {
 		t.Fatalf("events %v", evs)
 	}
 }
+
+func TestTaggingServerPaths(t *testing.T) {
+	tagging := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "sgtm:"+r.URL.Path)
+	})
+	env := startTracking(t, func(c *config.Config) { c.Ingest.GA4.TaggingServer = tagging.URL })
+	if _, body := env.do(t, "GET", "/_/service_worker/5b40/sw_iframe.html?origin=https%3A%2F%2Fshop.example", ""); body != "sgtm:/_/service_worker/5b40/sw_iframe.html" {
+		t.Fatalf("sGTM path answered %q", body)
+	}
+	if _, body := env.do(t, "GET", "/shop/page", ""); body != "<p>page</p>" {
+		t.Fatalf("ordinary path answered %q", body)
+	}
+	if n := tagging.hits.Load(); n != 1 {
+		t.Fatalf("tagging server saw %d requests, want 1", n)
+	}
+	// GA4 hits themselves are decoded here, never passed on.
+	env.do(t, "GET", ga4Hit, "")
+	if n := tagging.hits.Load(); n != 1 {
+		t.Fatalf("tagging server saw a GA4 hit")
+	}
+}
