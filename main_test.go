@@ -218,6 +218,30 @@ func (in *instance) waitEvents(n int) []map[string]any {
 	}
 }
 
+// metricSum adds up every sidetrack_events_total series whose labels
+// contain match.
+func (in *instance) metricSum(match string) int {
+	in.t.Helper()
+	req, _ := http.NewRequest("GET", in.admin+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer admin-token-0123456789")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sum := 0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "sidetrack_events_total{") && strings.Contains(line, match) {
+			var v float64
+			fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v)
+			sum += int(v)
+		}
+	}
+	return sum
+}
+
 // origin starts a plain net/http shop on loopback.
 func origin(t *testing.T, h http.Handler) string {
 	t.Helper()

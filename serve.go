@@ -99,17 +99,21 @@ func serve(ctx context.Context, o serveOptions) error {
 			log.Error("closing sink", zap.Error(err))
 		}
 	}()
-	pipeline, identity, closePipeline, err := buildPipeline(cfg, nil)
+	st, err := buildPipeline(cfg, log, nil, nil)
 	if err != nil {
 		return err
 	}
-	defer closePipeline()
+	defer func() {
+		if err := st.close(); err != nil {
+			log.Error("closing enrichment stages", zap.Error(err))
+		}
+	}()
 
 	srv, err := proxy.New(cfg, log, proxy.Options{
 		Sink:     sink,
-		Pipeline: pipeline,
+		Pipeline: st.pipeline,
 		Events:   pool,
-		Pages:    identity,
+		Pages:    st.identity,
 	})
 	if err != nil {
 		return err

@@ -155,7 +155,13 @@ func startTracking(t *testing.T, tweak func(*config.Config)) *trackingEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pipe := enrich.NewPipeline(nil, identity, invalidIfNamed{}, rel, enrich.NewDedup(cfg))
+	cfg.Dedup = config.Dedup{Window: config.Duration(time.Hour), Capacity: 10000, FalsePositiveRate: 0.001}
+	dedup, err := enrich.NewDedup(cfg, enrich.DedupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dedup.Close() })
+	pipe := enrich.NewPipeline(nil, identity, invalidIfNamed{}, rel, dedup)
 	p := startProxy(t, cfg, Options{Sink: sink, Pipeline: pipe, Events: pool, Pages: identity}, nil)
 	return &trackingEnv{testProxy: p, sink: sink, rel: rel, origin: o}
 }
@@ -195,7 +201,8 @@ func TestTrackingAnswers(t *testing.T) {
 	}{
 		{"ga4 get", "GET", ga4Hit, "", nil, 204, "", 1},
 		{"ga4 post lines", "POST", "/g/collect?v=2&tid=G-T&cid=1.2", "en=a&_s=1\r\nen=b&_s=2\r\nen=c&_s=3\r\n", []string{"Content-Type", "text/plain;charset=UTF-8"}, 204, "", 3},
-		{"ga4 sendBeacon empty body", "POST", ga4Hit, "", nil, 204, "", 1},
+		{"ga4 sendBeacon empty body", "POST", strings.Replace(ga4Hit, "_s=1", "_s=2", 1), "", nil, 204, "", 1},
+		{"ga4 repeated hit is a duplicate, answered the same", "GET", ga4Hit, "", nil, 204, "", 0},
 		{"ga4 wrong method", "PUT", ga4Hit, "", nil, 405, "method", 0},
 		{"segment track text/plain", "POST", "/v1/t", `{"type":"track","event":"Signed Up","messageId":"m-1","anonymousId":"a"}`, []string{"Content-Type", "text/plain", "Authorization", basic}, 200, `{"success":true}`, 1},
 		{"segment metrics ignored", "POST", "/v1/m", `{"series":[]}`, nil, 200, `{"success":true}`, 0},
@@ -330,6 +337,10 @@ func TestTrackingGzipMislabelled(t *testing.T) {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
 	// And with no Content-Encoding at all.
+	buf.Reset()
+	zw = gzip.NewWriter(&buf)
+	io.WriteString(zw, `{"batch":[{"type":"track","event":"Order Completed","messageId":"rudder-2"}]}`)
+	zw.Close()
 	resp, body = env.do(t, "POST", "/v1/batch", buf.String(), "Content-Type", "application/x-www-form-urlencoded")
 	if resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, body)
