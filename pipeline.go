@@ -59,6 +59,9 @@ func buildPipeline(cfg *config.Config, log *zap.Logger, now func() time.Time, in
 	salts := enrich.NewDailySalt(nil, now, nil)
 	privacy, err := enrich.NewPrivacy(cfg, salts, now)
 	keep(err)
+	if identity != nil {
+		identity.UseDailySalt(salts)
+	}
 	bot, err := enrich.NewBot(cfg)
 	keep(err)
 	naming, err := enrich.NewNaming(cfg)

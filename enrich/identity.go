@@ -49,7 +49,17 @@ type Identity struct {
 	pageDenied               bool // consent.default.analytics is denied
 
 	scopes scopeCache
+
+	// salts, when set, keys the cookieless id with the privacy stage's
+	// daily salt, which nobody can recompute once it rotated.
+	salts *DailySalt
 }
+
+// UseDailySalt makes cookieless ids an HMAC under the day's random salt
+// (DESIGN §4) instead of a key derived from secrets, so not even the
+// operator can link a cookieless visitor across days. Call it before
+// serving.
+func (id *Identity) UseDailySalt(s *DailySalt) { id.salts = s }
 
 // Meta cookie names and lifetime (Meta's own pixel uses 90 days).
 const (
@@ -191,8 +201,21 @@ func (id *Identity) Apply(req *Request, e *Event, _ *EventResult) {
 
 func (id *Identity) setCookieless(req *Request, e *Event, sc *ckScratch, now time.Time) {
 	var buf [32]byte
-	e.DeviceID = e.Intern(sc.cookielessID(buf[:0], now, req.ClientIP, req.UserAgent))
 	e.SessionID = ""
+	if id.salts != nil && len(req.UserAgent) <= len(sc.tmp)-24 {
+		msg := append(sc.tmp[:0], "did\x00"...)
+		a16 := req.ClientIP.As16()
+		if !req.ClientIP.IsValid() {
+			a16 = [16]byte{}
+		}
+		msg = append(msg, a16[:]...)
+		msg = append(msg, req.UserAgent...)
+		if sum, err := id.salts.Sum(now, msg); err == nil {
+			e.DeviceID = e.Intern(ckB64.AppendEncode(append(buf[:0], "d2."...), sum[:16]))
+			return
+		}
+	}
+	e.DeviceID = e.Intern(sc.cookielessID(buf[:0], now, req.ClientIP, req.UserAgent))
 }
 
 func internTouch(e *Event, t *Touch, v *touchView) {
