@@ -73,6 +73,19 @@ func (e *Error) Paused() bool { return e.class == classPause }
 // TooLarge reports whether the batch must be split (413).
 func (e *Error) TooLarge() bool { return e.class == classTooLarge }
 
+// StatusCode is the destination's HTTP status (0 when there was none),
+// recorded with a dead letter.
+func (e *Error) StatusCode() int { return e.Code }
+
+// ResponseExcerpt is the short, PII-free part of the answer recorded with
+// a dead letter.
+func (e *Error) ResponseExcerpt() string { return e.Excerpt }
+
+// Pause is a failure that pauses the destination until a probe succeeds:
+// credentials refused or revoked by a non-HTTP destination (Kafka SASL or
+// ACLs, a Graph API token error in a 400 body).
+func Pause(err error) error { return &Error{Err: err, class: classPause} }
+
 // FromHTTP classifies an HTTP answer per the retry table. It returns nil
 // for 2xx. retryAfter is the raw Retry-After header (seconds or an
 // HTTP-date); excerpt is a short part of the body for the DLQ.

@@ -1,0 +1,8 @@
+package kafka_test
+
+import (
+	"github.com/sidetrack/sidetrack/forward"
+	"github.com/sidetrack/sidetrack/forward/kafka"
+)
+
+var _ forward.Destination = (*kafka.Adapter)(nil)

@@ -1,0 +1,8 @@
+package metacapi_test
+
+import (
+	"github.com/sidetrack/sidetrack/forward"
+	"github.com/sidetrack/sidetrack/forward/metacapi"
+)
+
+var _ forward.Destination = (*metacapi.Adapter)(nil)
