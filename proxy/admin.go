@@ -108,11 +108,15 @@ func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
 	plainAnswer(ctx, fasthttp.StatusOK, "ok\n")
 }
 
-// serveMetrics writes the proxy's set plus the library's go_* and
-// process_* metrics in Prometheus text format.
+// serveMetrics writes the proxy's set, the other parts' sets (delivery,
+// dedup) and the library's go_* and process_* metrics in Prometheus text
+// format.
 func (s *Server) serveMetrics(ctx *fasthttp.RequestCtx) {
 	ctx.SetContentType("text/plain; version=0.0.4; charset=utf-8")
 	ctx.Response.Header.Set(fasthttp.HeaderCacheControl, "no-store")
 	s.metrics.WritePrometheus(ctx)
+	for _, m := range s.opts.Metrics {
+		m.WritePrometheus(ctx)
+	}
 	metrics.WriteProcessMetrics(ctx)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,14 @@ type Options struct {
 	// Pages mints identity cookies on pass-through HTML answers; nil
 	// means only beacon answers set them.
 	Pages PageCookier
+	// Metrics are other parts' metric sets (delivery, dedup), written
+	// after the proxy's own on /metrics.
+	Metrics []MetricsWriter
+}
+
+// MetricsWriter writes metrics in Prometheus text format (a *metrics.Set).
+type MetricsWriter interface {
+	WritePrometheus(w io.Writer)
 }
 
 // prefixRoute is a tracking route matched by path prefix (/v1/…).

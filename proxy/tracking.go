@@ -297,11 +297,14 @@ func (t *tracker) fillRequest(ctx *fasthttp.RequestCtx, req *enrich.Request, rou
 	if server {
 		return // server requests never read cookies
 	}
-	h.VisitAllCookie(func(k, v []byte) {
-		if len(req.Cookies) < 64 && t.wantCookie(k) {
+	for k, v := range h.Cookies() {
+		if len(req.Cookies) >= 64 {
+			break
+		}
+		if t.wantCookie(k) {
 			req.Cookies = append(req.Cookies, enrich.Cookie{Name: req.Intern(k), Value: req.Intern(v)})
 		}
-	})
+	}
 }
 
 // wantCookie keeps only the cookies enrichment reads, so a cookie bomb

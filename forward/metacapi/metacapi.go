@@ -444,7 +444,7 @@ func (a *Adapter) classify(code int, retryAfter string, body []byte) error {
 	case e.Code == 4 || e.Code == 17 || e.Code == 32 || e.Code == 613 || (e.Code >= 80000 && e.Code <= 80099):
 		// Application, user, page, custom and business-use-case rate
 		// limits (Graph API "rate limiting" error codes).
-		err := fmt.Errorf("Meta rate limit: %s", desc)
+		err := fmt.Errorf("meta rate limit: %s", desc)
 		if d := status.ParseRetryAfter(retryAfter, a.now()); d > 0 {
 			return status.RetryIn(err, d)
 		}
@@ -453,7 +453,7 @@ func (a *Adapter) classify(code int, retryAfter string, body []byte) error {
 		return status.FromHTTP(code, retryAfter, a.now(), desc)
 	case e.IsTransient || e.Code == 1 || e.Code == 2:
 		// "Unknown error" / "service temporarily unavailable".
-		return status.Retry(fmt.Errorf("Meta temporary failure: %s", desc))
+		return status.Retry(fmt.Errorf("meta temporary failure: %s", desc))
 	case code == http.StatusBadRequest:
 		return &rejection{apiError: *e, desc: desc}
 	}
