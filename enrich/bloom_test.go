@@ -1,13 +1,17 @@
 package enrich
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 )
@@ -25,16 +29,16 @@ func ddKey(ns string, i int) [16]byte {
 
 func TestBloomSizing(t *testing.T) {
 	// 10 M keys per window at 1e-4: each of the 4 generations holds a
-	// third of the window's keys at 1e-4/4.
+	// third of the window's keys at 1e-4/4, in 16 stripes.
 	m, k := bloomSizing(10_000_000, 1e-4)
-	perGen := math.Ceil(10_000_000.0 / 3)
-	wantM := math.Ceil(-perGen * math.Log(1e-4/4) / (math.Ln2 * math.Ln2))
+	perStripe := math.Ceil(math.Ceil(10_000_000.0/3) / bloomStripes)
+	wantM := math.Ceil(-perStripe * math.Log(1e-4/4) / (math.Ln2 * math.Ln2))
 	if float64(m) != wantM || k != 16 {
 		t.Fatalf("m=%d k=%d, want m=%.0f k=16", m, k, wantM)
 	}
 	b := newRotatingBloom(10_000_000, 1e-4, 48*time.Hour, 0)
-	t.Logf("10M keys @1e-4: %d bits per generation, %d hash functions, %.1f MiB for %d generations",
-		m, k, float64(b.bits())/8/(1<<20), bloomGenerations)
+	t.Logf("10M keys @1e-4: %d bits per stripe, %d stripes, %d hash functions, %.1f MiB for %d generations",
+		m, bloomStripes, k, float64(b.bits())/8/(1<<20), bloomGenerations)
 	if mib := float64(b.bits()) / 8 / (1 << 20); mib < 35 || mib > 38 {
 		t.Errorf("%.1f MiB, documented as ≈ 35.1 MiB", mib)
 	}
@@ -53,8 +57,8 @@ func TestBloomMemoryMeasured(t *testing.T) {
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	if len(b.gens) != bloomGenerations {
-		t.Fatalf("%d generations", len(b.gens))
+	if len(b.gens.Load().g) != bloomGenerations {
+		t.Fatalf("%d generations", len(b.gens.Load().g))
 	}
 	got := float64(after.HeapAlloc) - float64(before.HeapAlloc)
 	want := float64(b.bits()) / 8
@@ -93,16 +97,16 @@ func TestBloomRetention(t *testing.T) {
 		if b.test(key[:]) {
 			t.Errorf("offset %d: still present window+span later", off)
 		}
-		if len(b.gens) > bloomGenerations {
-			t.Errorf("%d generations", len(b.gens))
+		if len(b.gens.Load().g) > bloomGenerations {
+			t.Errorf("%d generations", len(b.gens.Load().g))
 		}
 	}
 	// Idle for longer than the window: everything is forgotten at once.
 	key := ddKey("idle", 0)
 	b.add(key[:])
 	b.rotate(10 * int64(window))
-	if b.test(key[:]) || len(b.gens) != 1 {
-		t.Errorf("after a long idle: present=%v gens=%d", b.test(key[:]), len(b.gens))
+	if b.test(key[:]) || len(b.gens.Load().g) != 1 {
+		t.Errorf("after a long idle: present=%v gens=%d", b.test(key[:]), len(b.gens.Load().g))
 	}
 	if b.next.Load() <= 10*int64(window) {
 		t.Error("next rotation not in the future")
@@ -229,7 +233,7 @@ func TestBloomSnapshotRejects(t *testing.T) {
 			if r == nil {
 				r = newRotatingBloom(5000, 1e-4, window, 0)
 			}
-			gens := r.gens
+			gens := r.gens.Load()
 			_, err := r.readSnapshot(path, 1)
 			if err == nil {
 				t.Fatal("accepted")
@@ -237,11 +241,94 @@ func TestBloomSnapshotRejects(t *testing.T) {
 			if errors.Is(err, errSnapshotMismatch) != tc.mismatch {
 				t.Errorf("error %v, mismatch want %v", err, tc.mismatch)
 			}
-			if &r.gens[0] != &gens[0] || r.test(k[:]) {
+			if r.gens.Load() != gens || r.test(k[:]) {
 				t.Error("filter changed by a rejected snapshot")
 			}
 		})
 	}
+}
+
+// Adds, tests, rotations and snapshots at once (run with -race): a key is
+// found from the moment its add returns, whichever generation took it.
+func TestBloomConcurrent(t *testing.T) {
+	window := 30 * time.Hour
+	b := newRotatingBloom(100_000, 1e-4, window, 0)
+	path := filepath.Join(t.TempDir(), "dedup.bloom")
+	const workers, perWorker = 4, 5000
+	var wg sync.WaitGroup
+	errs := make(chan string, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWorker {
+				k := ddKey("conc", w*perWorker+i)
+				b.add(k[:])
+				if !b.test(k[:]) {
+					errs <- fmt.Sprintf("worker %d key %d missing right after add", w, i)
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// n-1 rotations: no generation that took a key is dropped.
+		for r := int64(1); r < bloomGenerations; r++ {
+			b.rotate(r * b.span)
+			if err := b.writeSnapshot(path, r*b.span); err != nil {
+				errs <- err.Error()
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
+	for i := range workers * perWorker {
+		if k := ddKey("conc", i); !b.test(k[:]) {
+			t.Fatalf("key %d lost", i)
+		}
+	}
+	if n := len(b.gens.Load().g); n != bloomGenerations {
+		t.Errorf("%d generations", n)
+	}
+}
+
+// The snapshot body parser (what follows a verified checksum) never panics
+// and never allocates beyond the configured sizing, whatever the bytes.
+func FuzzBloomSnapshotBody(f *testing.F) {
+	const window = time.Hour
+	b := newRotatingBloom(1000, 1e-2, window, 0)
+	for i := range 50 {
+		k := ddKey("fz", i)
+		b.add(k[:])
+	}
+	b.rotate(b.span)
+	path := filepath.Join(f.TempDir(), "seed")
+	if err := b.writeSnapshot(path, b.span); err != nil {
+		f.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		f.Fatal(err)
+	}
+	body := data[:len(data)-8]
+	f.Add(body)
+	f.Add(body[:len(body)/3])
+	f.Add(body[:bloomSnapHdrLen])
+	f.Add([]byte(bloomSnapMagic))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := newRotatingBloom(1000, 1e-2, window, 0)
+		_, gs, err := r.parseSnapshotBody(bufio.NewReader(bytes.NewReader(data)), 2*r.span)
+		if err == nil && (len(gs.g) == 0 || len(gs.g) > bloomGenerations) {
+			t.Fatalf("accepted %d generations", len(gs.g))
+		}
+	})
 }
 
 func BenchmarkBloomTest(b *testing.B) {

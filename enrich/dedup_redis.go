@@ -119,6 +119,14 @@ func (r *dedupRedis) claim(d *Dedup, events []*Event, res *Result) {
 	if len(idx) == 0 {
 		return
 	}
+	// Deletes still owed from an outage go first: a retry of a released
+	// event must not find its own stale claim.
+	r.mu.Lock()
+	owed := len(r.deferred) > 0
+	r.mu.Unlock()
+	if owed {
+		r.flushDeletes()
+	}
 	if !r.available() {
 		for _, i := range idx {
 			d.cRedisFallback.Add(1)

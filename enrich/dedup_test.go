@@ -21,6 +21,13 @@ import (
 	"github.com/sidetrack/sidetrack/config"
 )
 
+// ddNoLeaks checks, after the test's cleanups (which close the stages),
+// that the test left no goroutine behind.
+func ddNoLeaks(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+}
+
 // ddClock is a settable clock.
 type ddClock struct {
 	mu sync.Mutex
@@ -147,8 +154,17 @@ func (env *ddEnv) send(fail bool, events ...*Event) []Outcome {
 	if env.index != nil {
 		env.index.commit(keep)
 	}
-	env.d.Commit(keep)
+	env.d.Commit(ddKeys(keep))
 	return out
+}
+
+// ddKeys collects the keys of stored events, as the spool does for Commit.
+func ddKeys(events []*Event) [][16]byte {
+	var keys [][16]byte
+	for _, e := range events {
+		keys = append(keys, e.DedupKey)
+	}
+	return keys
 }
 
 func ddOutcomes(o ...Outcome) string { return fmt.Sprint(o) }
@@ -337,7 +353,7 @@ func TestDedupConcurrentDuplicates(t *testing.T) {
 				if res.Outcome == Accepted {
 					accepted.Add(1)
 					env.index.commit([]*Event{e})
-					env.d.Commit([]*Event{e})
+					env.d.Commit(ddKeys([]*Event{e}))
 				}
 			}()
 		}
@@ -421,7 +437,7 @@ func TestDedupNeverDropsNew(t *testing.T) {
 					if env.index != nil {
 						env.index.commit(keep)
 					}
-					env.d.Commit(keep)
+					env.d.Commit(ddKeys(keep))
 				}
 				for _, e := range batch {
 					pool.Put(e)
@@ -524,7 +540,7 @@ func TestDedupDebugSample(t *testing.T) {
 // Restart inside the window: the Bloom snapshot (written on Close) and the
 // index together recognise a duplicate of an event stored before.
 func TestDedupRestart(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ddNoLeaks(t)
 	dir := t.TempDir()
 	clock := newDDClock()
 	index := newDDIndex(clock.Now, 48*time.Hour)
@@ -544,7 +560,7 @@ func TestDedupRestart(t *testing.T) {
 		d.Apply(&Request{}, e, &res)
 		if res.Outcome == Accepted {
 			index.commit([]*Event{e})
-			d.Commit([]*Event{e})
+			d.Commit(ddKeys([]*Event{e}))
 		}
 		return res.Outcome
 	}
@@ -598,6 +614,10 @@ func TestDedupCorruptSnapshot(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "dedup.bloom"), []byte("STKBLOOM\x00\x00\x00\x01garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// And the temporary file of a write cut short by a crash.
+	if err := os.WriteFile(filepath.Join(dir, ".dedup.bloom-123"), []byte("partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	core, logs := observer.New(zapcore.WarnLevel)
 	cfg := &config.Config{}
 	cfg.Spool.Dir = dir
@@ -613,6 +633,9 @@ func TestDedupCorruptSnapshot(t *testing.T) {
 	}
 	if logs.FilterMessageSnippet("ignoring Bloom snapshot").Len() != 1 {
 		t.Errorf("no warning: %v", logs.All())
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".dedup.bloom-123")); !os.IsNotExist(err) {
+		t.Errorf("stale temporary file kept: %v", err)
 	}
 	// Close replaces it with a good one.
 	if err := d.Close(); err != nil {
@@ -656,7 +679,7 @@ func TestDedupMemory(t *testing.T) {
 			e.Source, e.Name, e.EventID = SourceSegment, "x", "m-"+strconv.Itoa(g<<20|i)
 			var res EventResult
 			d.Apply(&Request{}, e, &res)
-			d.Commit([]*Event{e})
+			d.Commit(ddKeys([]*Event{e}))
 		}
 	}
 	d.hot.Wait()
@@ -698,7 +721,7 @@ func BenchmarkDedupApply(b *testing.B) {
 		d := benchDedup(b)
 		e := &Event{}
 		e.Intern(make([]byte, 512))
-		one := []*Event{e}
+		keys := make([][16]byte, 1)
 		var res EventResult
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
@@ -706,7 +729,8 @@ func BenchmarkDedupApply(b *testing.B) {
 			e.Source, e.Name, e.OriginalName, e.AnonymousID, e.PageLoadID, e.HitSeq = SourceGA4, "page_viewed", "page_view", "585712067.1795442481", "1234567", int64(i)
 			res = EventResult{}
 			d.Apply(nil, e, &res)
-			d.Commit(one)
+			keys[0] = e.DedupKey
+			d.Commit(keys)
 		}
 	})
 	b.Run("duplicate", func(b *testing.B) {
@@ -738,14 +762,15 @@ func BenchmarkDedupApply(b *testing.B) {
 			w := strconv.FormatInt(worker.Add(1), 10)
 			e := &Event{}
 			e.Intern(make([]byte, 512))
-			one := []*Event{e}
+			keys := make([][16]byte, 1)
 			var res EventResult
 			for i := int64(0); pb.Next(); i++ {
 				e.Reset()
 				e.Source, e.Name, e.OriginalName, e.AnonymousID, e.PageLoadID, e.HitSeq = SourceGA4, "page_viewed", "page_view", "585712067.1795442481", w, i
 				res = EventResult{}
 				d.Apply(nil, e, &res)
-				d.Commit(one)
+				keys[0] = e.DedupKey
+				d.Commit(keys)
 			}
 		})
 	})

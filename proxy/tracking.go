@@ -359,6 +359,9 @@ func (t *tracker) process(ctx *fasthttp.RequestCtx, sc *ingestScratch, route str
 	}
 	t.pipeline.Process(req, d.events, &sc.res)
 	if strict && sc.res.Invalid() {
+		// Nothing of this request is stored: undo the valid events'
+		// reservations so the corrected resend is not taken for a duplicate.
+		t.pipeline.Release(d.events)
 		var errs []enrich.FieldError
 		for _, r := range sc.res.Events {
 			errs = append(errs, r.Errors...)
@@ -397,6 +400,11 @@ func (t *tracker) process(ctx *fasthttp.RequestCtx, sc *ingestScratch, route str
 		}
 		switch {
 		case reason != "":
+			if r.Outcome == enrich.Accepted {
+				// The pipeline reserved its dedup key; it is not stored as
+				// an event, so the reservation must not block a resend.
+				t.pipeline.Release(d.events[i : i+1])
+			}
 			sc.quar, sc.reasons = append(sc.quar, e), append(sc.reasons, reason)
 			t.counts.add(e, enrich.Quarantined)
 		case r.Outcome == enrich.Accepted:

@@ -516,3 +516,20 @@ func TestTaggingServerPaths(t *testing.T) {
 		t.Fatalf("tagging server saw a GA4 hit")
 	}
 }
+
+// A batch refused with 422 stores nothing, so its valid events must not be
+// remembered as seen: the corrected resend is accepted, not deduplicated.
+func TestCollect422ThenCorrectedResend(t *testing.T) {
+	env := startTracking(t, nil)
+	resp, body := env.do(t, "POST", "/collect", `{"batch":[{"name":"good","event_id":"g-1"},{"name":"bad_event"}]}`)
+	if resp.StatusCode != 422 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	resp, _ = env.do(t, "POST", "/collect", `{"batch":[{"name":"good","event_id":"g-1"}]}`)
+	if resp.StatusCode != 204 {
+		t.Fatalf("resend: %d", resp.StatusCode)
+	}
+	if evs := env.sink.events(); len(evs) != 1 || evs[0]["event_id"] != "g-1" {
+		t.Fatalf("stored %v, want the corrected resend", evs)
+	}
+}
