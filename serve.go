@@ -114,6 +114,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		Pipeline: st.pipeline,
 		Events:   pool,
 		Pages:    st.identity,
+		Metrics:  []proxy.MetricsWriter{dedupMetrics(st.dedup)},
 	})
 	if err != nil {
 		return err

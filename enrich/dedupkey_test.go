@@ -30,15 +30,14 @@ func ddKeyStage(t testing.TB, cross []string) *Dedup {
 
 // ddEv builds an event the way decoders do (strings in its arena).
 type ddEv struct {
-	src                    Source
-	name, orig, id, tx     string
-	idem                   string
-	cid, pageLoad          string
-	seq                    int64
-	index                  int
-	device, url            string
-	at                     time.Time
-	anonymousID, clientURL string
+	src                Source
+	name, orig, id, tx string
+	idem               string
+	cid, pageLoad      string
+	seq                int64
+	index              int
+	device, url        string
+	at                 time.Time
 }
 
 func (x ddEv) event() *Event {
