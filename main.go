@@ -8,6 +8,8 @@
 //	sidetrack config check FILE               validate a config file (exit 0/1)
 //	sidetrack config print [-config FILE]     show the effective config, secrets masked
 //	sidetrack healthcheck [-config FILE]      probe the admin port (exit 0/1)
+//	sidetrack dlq list|show|replay|purge      dead-letter queues (see docs/delivery.md)
+//	sidetrack quarantine list|show            quarantined events
 package main
 
 import (
@@ -33,6 +35,10 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 			return configCmd(args[1:], env, stdout, stderr)
 		case "healthcheck":
 			return healthcheckCmd(args[1:], env, stdout, stderr)
+		case "dlq":
+			return dlqCmd(args[1:], env, stdout, stderr)
+		case "quarantine":
+			return quarantineCmd(args[1:], env, stdout, stderr)
 		case "help", "-h", "-help", "--help":
 			usage(stdout)
 			return 0
@@ -84,6 +90,9 @@ Usage:
   sidetrack config check FILE               validate a config file (exit 0 valid, 1 invalid)
   sidetrack config print [-config FILE]     print the effective config, secrets masked
   sidetrack healthcheck [-config FILE]      probe the admin port's /healthz (exit 0/1)
+  sidetrack dlq list [-config FILE]         dead letters per destination
+  sidetrack dlq show DEST | replay DEST [-since 24h] | purge DEST
+  sidetrack quarantine list | show          events that failed validation on browser routes
 
 Environment: SIDETRACK_<KEY> overrides a config key, "__" between levels
 (SIDETRACK_SPOOL__MAX_BYTES=8GiB); <KEY>_FILE reads a secret from a file.

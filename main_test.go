@@ -218,6 +218,23 @@ func (in *instance) waitEvents(n int) []map[string]any {
 	}
 }
 
+// adminGet fetches an admin endpoint with the test token.
+func (in *instance) adminGet(path string) []byte {
+	in.t.Helper()
+	req, _ := http.NewRequest("GET", in.admin+path, nil)
+	req.Header.Set("Authorization", "Bearer admin-token-0123456789")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		in.t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
+	}
+	return b
+}
+
 // metricSum adds up every sidetrack_events_total series whose labels
 // contain match.
 func (in *instance) metricSum(match string) int {

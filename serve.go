@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -90,35 +92,69 @@ func serve(ctx context.Context, o serveOptions) error {
 	defer func() { _ = log.Sync() }()
 
 	pool := &enrich.EventPool{}
-	sink, err := forward.NewDirectSink(cfg, pool)
+	// Adapters that need a sealed IP (Meta CAPI, GA4) open it with the
+	// privacy stage's keys; the stage is built after the spool, which backs
+	// dedup, so the opener is bound late. It is only called once delivery
+	// runs.
+	var privacy *enrich.Privacy
+	openIP := func(sealed string) (netip.Addr, error) { return privacy.OpenIP(sealed) }
+	dests, err := forward.NewDestinations(cfg, log, openIP)
 	if err != nil {
 		return err
+	}
+	spool, err := forward.Open(cfg, dests, log, pool)
+	if err != nil {
+		for _, d := range dests {
+			_ = d.Close()
+		}
+		return err
+	}
+	// The spool is closed once: by the graceful shutdown (flushing within
+	// shutdown_timeout), or on the way out after an error or a second
+	// signal, when shutdown's context is already cancelled and Close stops
+	// at once, leaving undelivered events for the next start.
+	var closeOnce sync.Once
+	closeSpool := func(ctx context.Context) {
+		closeOnce.Do(func() {
+			if err := spool.Close(ctx); err != nil {
+				log.Warn("spool close", zap.Error(err))
+			}
+		})
 	}
 	defer func() {
-		if err := sink.Close(); err != nil {
-			log.Error("closing sink", zap.Error(err))
-		}
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.D())
+		defer cancel()
+		closeSpool(ctx)
 	}()
-	st, err := buildPipeline(cfg, log, nil, nil)
+
+	st, err := buildPipeline(cfg, log, nil, spool)
 	if err != nil {
 		return err
 	}
+	privacy = st.privacy
 	defer func() {
 		if err := st.close(); err != nil {
 			log.Error("closing enrichment stages", zap.Error(err))
 		}
 	}()
+	runCtx, stopDelivery := context.WithCancel(context.Background())
+	defer stopDelivery()
+	if err := spool.Start(runCtx); err != nil {
+		return err
+	}
 
 	srv, err := proxy.New(cfg, log, proxy.Options{
-		Sink:     sink,
+		Ready:    spool,
+		Sink:     spool,
 		Pipeline: st.pipeline,
 		Events:   pool,
 		Pages:    st.identity,
-		Metrics:  []proxy.MetricsWriter{dedupMetrics(st.dedup)},
+		Metrics:  []proxy.MetricsWriter{spool.Metrics(), dedupMetrics(st.dedup)},
 	})
 	if err != nil {
 		return err
 	}
+	srv.HandleDeadLetters(spool)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -155,13 +191,13 @@ func serve(ctx context.Context, o serveOptions) error {
 			return fmt.Errorf("server: %w", err)
 		}
 	}
-	return shutdown(cfg, srv, o.signals, errc, log)
+	return shutdown(cfg, srv, o.signals, log, closeSpool)
 }
 
 // shutdown turns /readyz to 503, waits drain_delay so load balancers stop
 // sending, stops accepting and finishes in-flight requests within
 // shutdown_timeout. A second signal exits at once.
-func shutdown(cfg *config.Config, srv *proxy.Server, signals <-chan os.Signal, errc <-chan error, log *zap.Logger) error {
+func shutdown(cfg *config.Config, srv *proxy.Server, signals <-chan os.Signal, log *zap.Logger, flush func(context.Context)) error {
 	srv.Drain()
 	select {
 	case <-time.After(cfg.DrainDelay.D()):
@@ -178,12 +214,23 @@ func shutdown(cfg *config.Config, srv *proxy.Server, signals <-chan os.Signal, e
 		if err != nil {
 			log.Warn("shutdown incomplete", zap.Error(err))
 		}
-		if err := srv.ShutdownAdmin(ctx); err != nil {
-			log.Warn("admin shutdown incomplete", zap.Error(err))
-		}
 	case sig := <-signals:
 		log.Warn("second signal, exiting at once", zap.String("signal", sig.String()))
 		return errors.New("interrupted during shutdown")
+	}
+	// No request is in flight any more: flush destinations within what is
+	// left of shutdown_timeout; what is not delivered stays in the spool
+	// for the next start.
+	flushed := make(chan struct{})
+	go func() { flush(ctx); close(flushed) }()
+	select {
+	case <-flushed:
+	case sig := <-signals:
+		log.Warn("second signal, exiting at once", zap.String("signal", sig.String()))
+		return errors.New("interrupted during shutdown")
+	}
+	if err := srv.ShutdownAdmin(ctx); err != nil {
+		log.Warn("admin shutdown incomplete", zap.Error(err))
 	}
 	log.Info("sidetrack stopped")
 	return nil

@@ -12,6 +12,12 @@ import (
 // per destination under forward/). Adapters never import forward: they
 // satisfy this interface structurally and report errors through the
 // behaviour interfaces below.
+//
+// Concurrency: Name, Limits, GroupKey and Prepare are called from the
+// destination's one delivery goroutine; Send is called from up to
+// WithSenders goroutines at once (default 4), so it must be safe for
+// concurrent use. The events belong to the delivery core: an adapter must
+// not keep them, or strings from them, after Send returns.
 type Destination interface {
 	// Name is the configured destination name.
 	Name() string
@@ -24,9 +30,15 @@ type Destination interface {
 	// required field). A non-nil error dead-letters the event at once.
 	Prepare(e *enrich.Event) error
 	// Send delivers batch. It returns one error per event, in order (nil =
-	// delivered), or a single error for the whole batch as err (then
-	// perEvent is ignored). Errors are classified with Retryable,
-	// RetryAfter, Permanent, Paused and TooLarge below.
+	// delivered; a nil slice means all delivered), or a single error for
+	// the whole batch as err (then perEvent is ignored). Errors are
+	// classified with Retryable, RetryAfter, Permanent, Paused and
+	// TooLarge below; an error with none of them is retried. When every
+	// event fails with a retryable error, the batch is treated as one
+	// failed request (the destination backs off and its cursor waits);
+	// otherwise only the failed events are retried, from the retry set.
+	// ctx carries the destination's timeout and is cancelled at shutdown
+	// (a cancelled send is not an attempt).
 	Send(ctx context.Context, batch []*enrich.Event) (perEvent []error, err error)
 	// Close releases the adapter's resources after the last Send.
 	Close() error

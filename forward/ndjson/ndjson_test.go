@@ -531,29 +531,6 @@ func TestSendCancelled(t *testing.T) {
 	}
 }
 
-func TestWriter(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "q")
-	w, err := ndjson.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Write([]byte(`{"event_id":"w-0"}` + "\n")); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if got := readIDs(t, w.Path()); !slices.Equal(got, []string{"w-0"}) {
-		t.Fatalf("got %v", got)
-	}
-	if err := w.Write([]byte("x\n")); !errors.Is(err, os.ErrClosed) {
-		t.Fatalf("write after close: %v", err)
-	}
-}
-
 func BenchmarkSend500(b *testing.B) {
 	a, err := ndjson.New(dest(b.TempDir(), 0, 0), nil)
 	if err != nil {
