@@ -24,8 +24,8 @@ func startDDRedis(t *testing.T) *ddRedis {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		if os.Getenv("SIDETRACK_TEST_REQUIRE_REDIS") != "" {
-			t.Fatal("redis-server is required (SIDETRACK_TEST_REQUIRE_REDIS is set) but not installed")
+		if os.Getenv("REQUIRE_REDIS_TESTS") != "" {
+			t.Fatal("redis-server is required (REQUIRE_REDIS_TESTS is set) but not installed")
 		}
 		t.Skip("redis-server is not installed (apt-get install redis-server): the Redis dedup tier is not tested")
 	}
