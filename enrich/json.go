@@ -380,6 +380,15 @@ func appendFloat(b []byte, f float64) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// AppendJSONString appends s as a JSON string to dst, escaped like
+// encoding/json (HTML-safe, invalid UTF-8 replaced by U+FFFD). Adapters use
+// it to build vendor payloads without allocating.
+func AppendJSONString(dst []byte, s string) []byte { return appendQuoted(dst, s) }
+
+// AppendJSONNumber appends f as encoding/json formats a float64 (NaN and
+// infinities, which JSON cannot carry, become 0).
+func AppendJSONNumber(dst []byte, f float64) []byte { return appendFloat(dst, f) }
+
 // appendQuoted appends s as a JSON string, escaping like encoding/json
 // (including <, >, & and U+2028/2029, so the output is safe in HTML) and
 // replacing invalid UTF-8 with U+FFFD.
