@@ -12,7 +12,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,25 +72,11 @@ func (r *crashReceiver) round(prefix string) (distinct, duplicates int) {
 	return distinct, duplicates
 }
 
-// crashConfig is testConfig with the ndjson destination replaced by a
-// webhook to the receiver, so delivery is observable across restarts.
+// crashConfig is testConfig with a webhook to the receiver as its only
+// destination, so delivery is observable across restarts.
 func crashConfig(dir, hook string) string {
-	return fmt.Sprintf(`listen: "127.0.0.1:0"
-admin: {listen: "127.0.0.1:0", token: "admin-token-0123456789"}
-origin: %q
-secrets: ["test-secret-0123456789abcdef"]
-cookies: {secure: false}
-ingest:
-  rate_limit: {per_client: 0/s}
-  server_keys: ["server-key-0123456789"]
-consent:
-  default: {analytics: granted, ads: granted, ad_user_data: granted, ad_personalization: granted}
-spool: {dir: %q}
-destinations:
-  - {name: hook, type: webhook, url: %q, batch: {max_events: 100, max_wait: 50ms}}
-drain_delay: 0s
-shutdown_timeout: 5s
-`, hook, filepath.Join(dir, "spool"), hook+"/hook")
+	return testConfigWith(dir, hook,
+		fmt.Sprintf("  - {name: hook, type: webhook, url: %q, batch: {max_events: 100, max_wait: 50ms}}\n", hook+"/hook"), "")
 }
 
 // crashLoad posts distinct events from senders goroutines until each gets

@@ -74,8 +74,15 @@ type instance struct {
 }
 
 // testConfig is a config for a test instance: ephemeral ports, files in
-// dir, no rate limit (fixtures come from one address), quick shutdown.
+// dir, no rate limit (fixtures come from one address), quick shutdown, and
+// one ndjson destination writing to dir/events.
 func testConfig(dir, origin, extra string) string {
+	return testConfigWith(dir, origin, fmt.Sprintf("  - {name: local, type: ndjson, path: %q}\n", filepath.Join(dir, "events")), extra)
+}
+
+// testConfigWith is testConfig with its own destinations list (YAML list
+// items, each line indented by two spaces).
+func testConfigWith(dir, origin, destinations, extra string) string {
 	return fmt.Sprintf(`listen: "127.0.0.1:0"
 admin: {listen: "127.0.0.1:0", token: "admin-token-0123456789"}
 origin: %q
@@ -88,10 +95,9 @@ consent:
   default: {analytics: granted, ads: granted, ad_user_data: granted, ad_personalization: granted}
 spool: {dir: %q}
 destinations:
-  - {name: local, type: ndjson, path: %q}
-drain_delay: 0s
+%sdrain_delay: 0s
 shutdown_timeout: 5s
-%s`, origin, filepath.Join(dir, "spool"), filepath.Join(dir, "events"), extra)
+%s`, origin, filepath.Join(dir, "spool"), destinations, extra)
 }
 
 // startWith runs the binary with args and env and waits until it serves.

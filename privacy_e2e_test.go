@@ -39,13 +39,11 @@ func TestPIICanary(t *testing.T) {
 		io.WriteString(w, "<p>shop</p>")
 	}))
 	dir := t.TempDir()
-	cfg := testConfig(dir, shop, `trusted_proxies: ["127.0.0.0/8"]
+	cfg := testConfigWith(dir, shop, `  - {name: local, type: ndjson, path: `+quote(filepath.Join(dir, "events"))+`, consent: [analytics]}
+  - {name: hook, type: webhook, url: "`+hook+`/hook", consent: [ads, ad_user_data], batch: {max_wait: 50ms}}
+`, `trusted_proxies: ["127.0.0.0/8"]
 log: {level: debug}
 `)
-	cfg = strings.Replace(cfg, `destinations:
-  - {name: local, type: ndjson, path: `+quote(filepath.Join(dir, "events"))+`}`, `destinations:
-  - {name: local, type: ndjson, path: `+quote(filepath.Join(dir, "events"))+`, consent: [analytics]}
-  - {name: hook, type: webhook, url: "`+hook+`/hook", consent: [ads, ad_user_data], batch: {max_wait: 50ms}}`, 1)
 	cfg = strings.Replace(cfg, "ingest:\n", "ingest:\n  forms: [{path: /contact, event: lead_submitted, fields: {email: email, phone: phone, first_name: name}}]\n", 1)
 	in := start(t, dir, cfg)
 
