@@ -102,7 +102,12 @@ func serve(ctx context.Context, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	spool, err := forward.Open(cfg, dests, log, pool)
+	// Dedup confirms its reservations once the spool has the keys; the
+	// stage is built after the spool (which it reads), so it is bound late,
+	// before the proxy serves the first append.
+	var dedup *enrich.Dedup
+	committed := forward.WithCommitted(func(keys [][16]byte) { dedup.Commit(keys) })
+	spool, err := forward.Open(cfg, dests, log, pool, committed)
 	if err != nil {
 		for _, d := range dests {
 			_ = d.Close()
@@ -131,7 +136,7 @@ func serve(ctx context.Context, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	privacy = st.privacy
+	privacy, dedup = st.privacy, st.dedup
 	defer func() {
 		if err := st.close(); err != nil {
 			log.Error("closing enrichment stages", zap.Error(err))

@@ -19,6 +19,10 @@ type options struct {
 	diskFullWait  time.Duration
 	maxTxOps      int
 
+	// committed receives the dedup keys of every successful append, after
+	// its commit (the dedup stage confirms its reservations with it).
+	committed func(keys [][16]byte)
+
 	// beforeCommit runs inside the writer before each commit; a non-nil
 	// error fails the transaction as if bbolt had. Tests only.
 	beforeCommit func() error
@@ -100,3 +104,11 @@ func WithFullRetryAfter(full, diskFull time.Duration) Option {
 
 // withBeforeCommit installs a test hook run before every commit.
 func withBeforeCommit(f func() error) Option { return func(o *options) { o.beforeCommit = f } }
+
+// WithCommitted calls fn with the dedup keys of each successful append,
+// once they are durable, so the dedup stage can turn its reservations into
+// confirmed keys at once instead of holding them until they expire. fn
+// must not keep the slice.
+func WithCommitted(fn func(keys [][16]byte)) Option {
+	return func(o *options) { o.committed = fn }
+}

@@ -197,6 +197,9 @@ func (s *Spool) Append(ctx context.Context, events []*enrich.Event) error {
 	if len(op.ends) > 0 || len(op.keys) > 0 {
 		err = s.submit(ctx, op)
 	}
+	if err == nil && s.o.committed != nil && len(op.keys) > 0 {
+		s.o.committed(op.keys)
+	}
 	s.putAppendOp(op)
 	if err != nil {
 		// The caller keeps the events: it undoes their dedup reservations

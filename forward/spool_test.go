@@ -366,3 +366,30 @@ func TestEventWithoutDestinationIsAckedNotStored(t *testing.T) {
 	}
 	closeSpool(t, s)
 }
+
+func TestWithCommittedReportsDurableKeys(t *testing.T) {
+	var got [][16]byte
+	dir := t.TempDir()
+	cfg := testConfig(t, dir, "always", []string{dest("local", "")}, "")
+	s, err := Open(cfg, nil, nil, nil, WithCommitted(func(keys [][16]byte) {
+		got = append(got, keys...)
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	e1, e2 := &enrich.Event{Name: "a"}, &enrich.Event{Name: "b"}
+	e1.DedupKey = [16]byte{1}
+	e2.DedupKey = [16]byte{2}
+	if err := s.Append(context.Background(), []*enrich.Event{e1, e2}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != [16]byte{1} || got[1] != [16]byte{2} {
+		t.Fatalf("committed keys %v", got)
+	}
+	for _, k := range got {
+		if seen, err := s.Seen(k); err != nil || !seen {
+			t.Fatalf("key %v reported before the index has it: %v %v", k, seen, err)
+		}
+	}
+}
