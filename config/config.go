@@ -261,7 +261,11 @@ type Events struct {
 
 // Join configures the browser↔backend join cache.
 type Join struct {
-	Capacity int64    `yaml:"capacity"`
+	// Capacity is the number of browser contexts expected within TTL; it
+	// sizes the cache's admission counters.
+	Capacity int64 `yaml:"capacity"`
+	// MaxBytes bounds the cache's memory (entries are charged their size).
+	MaxBytes Size     `yaml:"max_bytes"`
 	TTL      Duration `yaml:"ttl"`
 	Hold     Duration `yaml:"hold"`
 	Redis    string   `yaml:"redis"`

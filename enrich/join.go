@@ -84,9 +84,17 @@ func NewJoin(cfg *config.Config) (*Join, error) {
 	if j.ttl <= 0 {
 		return nil, errors.New("join: ttl must be positive")
 	}
+	// Memory is bounded by bytes, not entries: a context holds a few
+	// hundred bytes of ids and touches, so a count alone could let the
+	// cache grow far past the process's memory budget.
+	maxBytes := int64(cfg.Join.MaxBytes)
+	if maxBytes <= 0 {
+		maxBytes = joinDefaultMaxBytes
+	}
+	expected := min(n, maxBytes/joinEntryOverhead)
 	c, err := ristretto.NewCache(&ristretto.Config[string, *joinCtx]{
-		NumCounters:        max(10*n, 1000),
-		MaxCost:            n,
+		NumCounters:        max(10*expected, 1000),
+		MaxCost:            maxBytes,
 		BufferItems:        64,
 		IgnoreInternalCost: true,
 		// Keys are hashed, never stored, so they may point into a
@@ -230,7 +238,7 @@ func (j *Join) remember(e *Event, kb *[]byte, now time.Time) {
 		stored = cur.clone()
 		j.remembered.Add(1)
 		if dev != "" {
-			j.cache.SetWithTTL(joinKey(kb, joinKeyDevice, dev), stored, 1, j.ttl)
+			j.cache.SetWithTTL(joinKey(kb, joinKeyDevice, dev), stored, stored.cost(), j.ttl)
 		}
 	}
 	for _, k := range [...]struct {
@@ -242,7 +250,7 @@ func (j *Join) remember(e *Event, kb *[]byte, now time.Time) {
 		}
 		key := joinKey(kb, k.kind, k.id)
 		if old, ok := j.cache.Get(key); !ok || old != stored {
-			j.cache.SetWithTTL(key, stored, 1, j.ttl)
+			j.cache.SetWithTTL(key, stored, stored.cost(), j.ttl)
 		}
 	}
 }
@@ -293,6 +301,29 @@ func (c *joinCtx) inherit(p *joinCtx, ttl time.Duration, now time.Time) {
 }
 
 // clone returns a heap copy whose strings do not point into any event.
+// Join cache sizing.
+const (
+	joinDefaultMaxBytes = 64 << 20
+	// joinEntryOverhead approximates ristretto's per-item bookkeeping plus
+	// the key and the context's fixed part, for sizing and charging.
+	joinEntryOverhead = 512
+)
+
+// cost is what one cache entry for c is charged: every key is charged the
+// whole context (keys of one visitor may share it, so this errs on the
+// side of using less memory than max_bytes).
+func (c *joinCtx) cost() int64 {
+	n := joinEntryOverhead
+	for _, s := range [...]string{c.deviceID, c.anonymousID, c.sessionID, c.gaSessionID, c.fbc, c.fbp,
+		c.clickIDs.GCLID, c.clickIDs.GBRAID, c.clickIDs.WBRAID, c.clickIDs.DCLID, c.clickIDs.SRSLTID,
+		c.clickIDs.FBCLID, c.clickIDs.MSCLKID, c.clickIDs.TTCLID, c.clickIDs.LiFatID, c.clickIDs.TWCLID,
+		c.firstTouch.Source, c.firstTouch.Medium, c.firstTouch.Campaign, c.firstTouch.Channel,
+		c.lastTouch.Source, c.lastTouch.Medium, c.lastTouch.Campaign, c.lastTouch.Channel} {
+		n += len(s)
+	}
+	return int64(n)
+}
+
 func (c *joinCtx) clone() *joinCtx {
 	n := *c
 	for _, s := range []*string{
