@@ -1,7 +1,6 @@
 package enrich
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +8,8 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/valyala/fastjson"
 )
 
 // timeLayout is RFC 3339 in UTC with milliseconds (DESIGN §3).
@@ -517,54 +518,38 @@ func (p Props) MarshalJSON() ([]byte, error) { return p.appendJSON(nil), nil }
 // UnmarshalJSON decodes an object of strings, numbers and booleans, keeping
 // the document's key order. Nested values are kept as their JSON text.
 func (p *Props) UnmarshalJSON(b []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	t, err := dec.Token()
+	// fastjson keeps the document's key order and reads scalars without
+	// the reflection and per-value decoders of encoding/json; this runs for
+	// every stored event delivery reads back.
+	var parser fastjson.Parser
+	v, err := parser.ParseBytes(b)
 	if err != nil {
 		return err
 	}
-	if t == nil {
+	if v.Type() == fastjson.TypeNull {
 		*p = (*p)[:0]
 		return nil
 	}
-	if d, ok := t.(json.Delim); !ok || d != '{' {
+	o, err := v.Object()
+	if err != nil {
 		return errors.New("properties: want a JSON object")
 	}
 	out := (*p)[:0]
-	for dec.More() {
-		kt, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		key, _ := kt.(string)
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return err
-		}
-		var v any
-		d2 := json.NewDecoder(bytes.NewReader(raw))
-		d2.UseNumber()
-		if err := d2.Decode(&v); err != nil {
-			return err
-		}
-		switch x := v.(type) {
-		case string:
-			out = append(out, Prop{Key: key, Kind: PropString, Str: x})
-		case json.Number:
-			f, err := x.Float64()
-			if err != nil {
-				return err
-			}
-			out = append(out, Prop{Key: key, Kind: PropNumber, Num: f})
-		case bool:
-			out = append(out, Prop{Key: key, Kind: PropBool, Bool: x})
+	o.Visit(func(k []byte, x *fastjson.Value) {
+		key := string(k)
+		switch x.Type() {
+		case fastjson.TypeString:
+			out = append(out, Prop{Key: key, Kind: PropString, Str: string(x.GetStringBytes())})
+		case fastjson.TypeNumber:
+			out = append(out, Prop{Key: key, Kind: PropNumber, Num: x.GetFloat64()})
+		case fastjson.TypeTrue, fastjson.TypeFalse:
+			out = append(out, Prop{Key: key, Kind: PropBool, Bool: x.GetBool()})
 		default:
-			out = append(out, Prop{Key: key, Kind: PropString, Str: string(raw)})
+			out = append(out, Prop{Key: key, Kind: PropString, Str: string(x.MarshalTo(nil))})
 		}
-	}
+	})
 	*p = out
-	_, err = dec.Token()
-	return err
+	return nil
 }
 
 // MarshalJSON encodes the flags as an array of names.
