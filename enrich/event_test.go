@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/valyala/fastjson"
 )
 
 // fullEvent returns an event with every kind of field set.
@@ -184,4 +186,77 @@ func BenchmarkAppendJSON(b *testing.B) {
 		buf = e.AppendJSON(buf[:0])
 	}
 	b.SetBytes(int64(len(buf)))
+}
+
+func TestDecodeJSONRoundTrip(t *testing.T) {
+	e := fullEvent()
+	b := e.AppendJSON(nil)
+	var p fastjson.Parser
+	got := &Event{}
+	if err := got.DecodeJSON(&p, b); err != nil {
+		t.Fatal(err)
+	}
+	var want Event
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	got.arena, want.arena = nil, nil
+	if !reflect.DeepEqual(got, &want) {
+		t.Errorf("DecodeJSON and encoding/json disagree:\n got %+v\nwant %+v", got, want)
+	}
+	if again := got.AppendJSON(nil); !bytes.Equal(again, b) {
+		t.Errorf("re-encoded event differs:\n%s\n%s", again, b)
+	}
+	// A reused event keeps nothing of its previous content.
+	if err := got.DecodeJSON(&p, []byte(`{"event_id":"x","name":"n","source":"collect","received_at":"2026-01-01T00:00:00.000Z","occurred_at":"2026-01-01T00:00:00.000Z","consent":{"analytics":"granted","ads":"unknown","ad_user_data":"unknown","ad_personalization":"unknown"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got.URL != "" || len(got.Commerce.Items) != 0 || got.Consent.Analytics != Granted || got.Name != "n" {
+		t.Errorf("reused event: %+v", got)
+	}
+	for _, bad := range []string{`[]`, `{"received_at":"yesterday"}`, `{"consent":{"ads":"maybe"}}`, `{`} {
+		if err := got.DecodeJSON(&p, []byte(bad)); err == nil {
+			t.Errorf("DecodeJSON(%s) accepted", bad)
+		}
+	}
+}
+
+func FuzzDecodeJSON(f *testing.F) {
+	f.Add(fullEvent().AppendJSON(nil))
+	f.Add([]byte(`{"name":"x","properties":{"a":[1,2],"b":null}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var p fastjson.Parser
+		e := &Event{}
+		if err := e.DecodeJSON(&p, b); err != nil {
+			return
+		}
+		if out := e.AppendJSON(nil); !json.Valid(out) {
+			t.Fatalf("decoded event encodes to invalid JSON: %s", out)
+		}
+	})
+}
+
+func BenchmarkDecodeJSON(b *testing.B) {
+	src := fullEvent().AppendJSON(nil)
+	var p fastjson.Parser
+	e := &Event{}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(src)))
+	for b.Loop() {
+		if err := e.DecodeJSON(&p, src); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkUnmarshalJSON(b *testing.B) {
+	src := fullEvent().AppendJSON(nil)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(src)))
+	for b.Loop() {
+		var e Event
+		if err := json.Unmarshal(src, &e); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

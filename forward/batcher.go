@@ -2,6 +2,7 @@ package forward
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sidetrack/sidetrack/enrich"
@@ -56,6 +57,9 @@ func (b *batcher) add(it *item, group string, now time.Time, out []*batch) []*ba
 		cur = nil
 	}
 	if cur == nil {
+		// The key may point into an event's arena (GroupKey returns what
+		// it likes): the batcher keeps its own copy, once per batch.
+		group = strings.Clone(group)
 		cur = &batch{group: group, first: now}
 		b.open[group] = cur
 	}

@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"fmt"
+	"github.com/valyala/fastjson"
 	"time"
 
 	"go.uber.org/zap"
@@ -32,6 +33,9 @@ type deliverer struct {
 	maxHeld     int
 	senders     int
 	dryRun      bool
+
+	// parser decodes stored events; only the deliverer's read loop uses it.
+	parser fastjson.Parser
 
 	readPos   uint64 // last sequence read from the backlog
 	persisted uint64 // cursor on disk

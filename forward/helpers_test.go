@@ -253,7 +253,7 @@ func (f *fakeDest) Send(ctx context.Context, batch []*enrich.Event) ([]error, er
 	}
 	batchIDs := make([]string, len(batch))
 	for i, e := range batch {
-		batchIDs[i] = e.EventID
+		batchIDs[i] = strings.Clone(e.EventID) // events are released after Send
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -78,7 +78,7 @@ func (x *deliverer) read(due []*retryEntry, limit int) (items []*item, more bool
 // items, or dead-letters it.
 func (x *deliverer) decode(items []*item, it *item, js []byte, now time.Time) []*item {
 	ev := x.s.pool.Get()
-	if err := ev.UnmarshalJSON(js); err != nil {
+	if err := ev.DecodeJSON(&x.parser, js); err != nil {
 		x.s.pool.Put(ev)
 		x.log.Error("dead-lettering a stored event that does not decode", zap.Uint64("seq", it.seq), zap.Error(err))
 		it.raw = bytes.Clone(js)
