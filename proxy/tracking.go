@@ -18,10 +18,10 @@ import (
 )
 
 // Answers of the tracking routes.
-var (
-	segmentOK = []byte(`{"success":true}`)
+const (
+	segmentOK = `{"success":true}`
 	// gif1x1 is the smallest transparent GIF, for GET pixels that accept images.
-	gif1x1 = []byte("GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+	gif1x1 = "GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
 
 // tracker holds what the tracking routes share: decoders, the pipeline, the
@@ -605,7 +605,7 @@ func (t *tracker) handleSegment(ctx *fasthttp.RequestCtx) {
 		// analytics.js metrics: acknowledged and ignored.
 		ctx.SetStatusCode(fasthttp.StatusOK)
 		ctx.Response.Header.SetContentType("application/json")
-		ctx.Response.SetBody(segmentOK)
+		ctx.Response.SetBodyString(segmentOK)
 		return
 	case "track", "page", "identify", "screen", "group", "alias", "batch", "import",
 		"t", "p", "i", "s", "g", "a", "b":
@@ -647,7 +647,7 @@ func (t *tracker) handleSegment(ctx *fasthttp.RequestCtx) {
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.Response.Header.SetContentType("application/json")
-	ctx.Response.SetBody(segmentOK)
+	ctx.Response.SetBodyString(segmentOK)
 }
 
 // handleCollect serves sidetrack's own JSON API (the contract route: bad
@@ -705,7 +705,7 @@ func (t *tracker) handleCollect(ctx *fasthttp.RequestCtx) {
 		ctx.SetStatusCode(fasthttp.StatusOK)
 		ctx.Response.Header.SetContentType("image/gif")
 		ctx.Response.Header.Set(fasthttp.HeaderCacheControl, "no-store")
-		ctx.Response.SetBody(gif1x1)
+		ctx.Response.SetBodyString(gif1x1)
 		return
 	}
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
