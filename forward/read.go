@@ -6,6 +6,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
+
+	"github.com/sidetrack/sidetrack/forward/status"
 )
 
 // scanLimit bounds the records one read looks at, admitted or not, so a
@@ -82,7 +84,7 @@ func (x *deliverer) decode(items []*item, it *item, js []byte, now time.Time) []
 		x.s.pool.Put(ev)
 		x.log.Error("dead-lettering a stored event that does not decode", zap.Uint64("seq", it.seq), zap.Error(err))
 		it.raw = bytes.Clone(js)
-		x.deadLetter(it, reasonUndecodable, classified{excerpt: printable(err.Error(), 256)}, now)
+		x.deadLetter(it, reasonUndecodable, classified{excerpt: status.Excerpt(err.Error())}, now)
 		return items
 	}
 	it.ev = ev

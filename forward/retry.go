@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"errors"
+	"github.com/sidetrack/sidetrack/forward/status"
 	"time"
 )
 
@@ -72,7 +73,7 @@ func classify(err error) classified {
 	if errors.As(err, &ex) {
 		c.excerpt = ex.ResponseExcerpt()
 	} else {
-		c.excerpt = printable(err.Error(), 256)
+		c.excerpt = status.Excerpt(err.Error())
 	}
 	return c
 }
@@ -92,21 +93,6 @@ func backoff(j *jitter, attempt int, base, limit time.Duration) time.Duration {
 		ceil = limit
 	}
 	return j.upTo(ceil)
-}
-
-// printable keeps at most n printable ASCII bytes of s: error texts may
-// echo anything a destination answered.
-func printable(s string, n int) string {
-	b := make([]byte, 0, min(len(s), n))
-	for i := 0; i < len(s) && len(b) < n; i++ {
-		switch c := s[i]; {
-		case c == '\n' || c == '\r' || c == '\t':
-			b = append(b, ' ')
-		case c >= 0x20 && c < 0x7f:
-			b = append(b, c)
-		}
-	}
-	return string(b)
 }
 
 // retryEntry is a member of a destination's retry set: an event whose own
