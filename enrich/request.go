@@ -17,8 +17,6 @@ type Request struct {
 	ClientIP  netip.Addr
 	UserAgent string
 	Host      string
-	Origin    string
-	Referer   string
 	// Secure is true when the client used https (directly or via a trusted
 	// proxy's X-Forwarded-Proto).
 	Secure bool
@@ -28,8 +26,6 @@ type Request struct {
 	// no cookies are read or set, consent comes from the payload or the
 	// server default, validation is strict.
 	Server bool
-	// Route is the tracking route kind (ga4, segment, collect, form).
-	Route string
 	// Cookies holds the request's cookies that the pipeline may read.
 	Cookies []Cookie
 

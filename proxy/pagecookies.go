@@ -29,7 +29,7 @@ func (t *tracker) setPageCookies(ctx *fasthttp.RequestCtx, code int) {
 	}
 	req := t.reqs.Get()
 	defer t.reqs.Put(req)
-	t.fillRequest(ctx, req, RoutePass, false)
+	t.fillRequest(ctx, req, false)
 	cookies := t.pages.PageCookies(nil, req, enrich.Unknown)
 	for i := range cookies {
 		if len(h.PeekCookie(cookies[i].Name)) > 0 {

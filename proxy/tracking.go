@@ -282,18 +282,15 @@ func (t *tracker) bodyError(ctx *fasthttp.RequestCtx, route string, err error) {
 }
 
 // fillRequest copies what the pipeline may use from ctx into req.
-func (t *tracker) fillRequest(ctx *fasthttp.RequestCtx, req *enrich.Request, route string, server bool) {
+func (t *tracker) fillRequest(ctx *fasthttp.RequestCtx, req *enrich.Request, server bool) {
 	h := &ctx.Request.Header
 	req.ReceivedAt = t.now()
 	req.ClientIP = t.s.clientIP(ctx)
 	req.UserAgent = req.Intern(h.UserAgent())
 	req.Host = req.Intern(normalizeHost(ctx.Host()))
-	req.Origin = req.Intern(h.Peek(fasthttp.HeaderOrigin))
-	req.Referer = req.Intern(h.Referer())
 	req.Secure = t.s.isSecure(ctx)
 	req.GPC = bytes.Equal(h.Peek("Sec-GPC"), []byte("1"))
 	req.Server = server
-	req.Route = route
 	if server {
 		return // server requests never read cookies
 	}
@@ -351,7 +348,7 @@ func (t *tracker) process(ctx *fasthttp.RequestCtx, sc *ingestScratch, route str
 	}
 	req := t.reqs.Get()
 	defer t.reqs.Put(req)
-	t.fillRequest(ctx, req, route, server)
+	t.fillRequest(ctx, req, server)
 
 	if strict && len(d.problems) > 0 {
 		t.unprocessable(ctx, route, sc, d.problems)
