@@ -49,6 +49,18 @@ type Options struct {
 	// Metrics are other parts' metric sets (delivery, dedup), written
 	// after the proxy's own on /metrics.
 	Metrics []MetricsWriter
+	// Observers see every decoded event once its outcome is known (data
+	// quality, live trace).
+	Observers []EventObserver
+}
+
+// EventObserver sees each decoded event with the outcome the proxy gave it
+// (accepted, duplicate, invalid, quarantined, bot, no_id) and, for
+// quarantined events, the reason. It runs on the request path, before the
+// sink takes the event: it must be quick and must copy what it keeps,
+// because the event is pooled and reused once the call returns.
+type EventObserver interface {
+	ObserveEvent(e *enrich.Event, o enrich.Outcome, reason string)
 }
 
 // MetricsWriter writes metrics in Prometheus text format (a *metrics.Set).

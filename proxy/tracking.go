@@ -403,19 +403,19 @@ func (t *tracker) process(ctx *fasthttp.RequestCtx, sc *ingestScratch, route str
 				t.pipeline.Release(d.events[i : i+1])
 			}
 			sc.quar, sc.reasons = append(sc.quar, e), append(sc.reasons, reason)
-			t.counts.add(e, enrich.Quarantined)
+			t.observe(e, enrich.Quarantined, reason)
 		case r.Outcome == enrich.Accepted:
 			sc.keep = append(sc.keep, e)
-			t.counts.add(e, enrich.Accepted)
+			t.observe(e, enrich.Accepted, "")
 		case r.Outcome == enrich.Quarantined || r.Outcome == enrich.Invalid:
 			reason = r.Reason
 			if reason == "" {
 				reason = "invalid"
 			}
 			sc.quar, sc.reasons = append(sc.quar, e), append(sc.reasons, reason)
-			t.counts.add(e, enrich.Quarantined)
+			t.observe(e, enrich.Quarantined, reason)
 		default:
-			t.counts.add(e, r.Outcome)
+			t.observe(e, r.Outcome, r.Reason)
 			t.events.Put(e)
 		}
 	}
@@ -442,6 +442,14 @@ func (t *tracker) process(ctx *fasthttp.RequestCtx, sc *ingestScratch, route str
 		}
 	}
 	return code
+}
+
+// observe counts one event's outcome and shows it to the observers.
+func (t *tracker) observe(e *enrich.Event, o enrich.Outcome, reason string) {
+	t.counts.add(e, o)
+	for _, ob := range t.s.opts.Observers {
+		ob.ObserveEvent(e, o, reason)
+	}
 }
 
 // releaseAll returns events the sink did not take to the pool.
@@ -485,7 +493,7 @@ func (t *tracker) sinkError(ctx *fasthttp.RequestCtx, route string, err error, m
 func (t *tracker) unprocessable(ctx *fasthttp.RequestCtx, route string, sc *ingestScratch, errs []enrich.FieldError) {
 	t.s.metrics.Reject(route, "invalid")
 	for _, e := range sc.d.events {
-		t.counts.add(e, enrich.Invalid)
+		t.observe(e, enrich.Invalid, "invalid")
 	}
 	b := append(sc.errsJSON[:0], `{"errors":[`...)
 	for i, fe := range errs {
