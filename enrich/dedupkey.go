@@ -128,6 +128,7 @@ func (d *Dedup) eventKey(e *Event) bool {
 	switch {
 	case isOrderName(e.Name) && e.Commerce.TransactionID != "":
 		kind, id = dedupIDOrder, e.Commerce.TransactionID
+		e.Notes.DedupBy = DedupByOrder
 		if e.Name == nameOrderRefunded {
 			// Partial refunds of one order are distinct events when the
 			// sender tells them apart with its own event ids.
@@ -135,8 +136,10 @@ func (d *Dedup) eventKey(e *Event) bool {
 		}
 	case e.EventID != "":
 		kind, id = dedupIDEvent, e.EventID
+		e.Notes.DedupBy = DedupByEventID
 	case e.IdempotencyKey != "":
 		kind, id = dedupIDIdempotency, e.IdempotencyKey
+		e.Notes.DedupBy = DedupByIdempotency
 		if e.Index == 0 {
 			e.EventID = e.IdempotencyKey
 			break
@@ -176,6 +179,7 @@ func (d *Dedup) eventKey(e *Event) bool {
 	default:
 		e.EventID = internUUIDv7(e)
 		e.DedupKey = [16]byte{}
+		e.Notes.DedupBy = DedupByNone
 		return false
 	}
 
@@ -187,6 +191,10 @@ func (d *Dedup) eventKey(e *Event) bool {
 	b = appendField(b, extra)
 	sum := sha256.Sum256(b)
 	copy(e.DedupKey[:], sum[:16])
+	e.Notes.DedupKey = e.DedupKey
+	if kind == dedupIDDerived {
+		e.Notes.DedupBy = DedupByDerived
+	}
 	if e.EventID == "" {
 		// An order without a client event id: its id is its key, so every
 		// source of a cross-source order sends destinations the same

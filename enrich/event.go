@@ -77,6 +77,8 @@ type Event struct {
 	// stage reserved for this event; the spool commits it with the event
 	// so the window survives restarts. Zero when dedup did not run.
 	DedupKey [16]byte `json:"-"`
+	// Notes are stage decisions kept for the live trace only.
+	Notes StageNotes `json:"-"`
 
 	arena []byte
 }
