@@ -17,6 +17,8 @@ type admission struct {
 	include  nameSet
 	exclude  nameSet
 	purposes []purpose
+	// names are the purposes' config names, for Explain.
+	names []string
 }
 
 // purpose reads one consent purpose of an event.
@@ -44,6 +46,7 @@ func newAdmission(d config.Destination) (admission, error) {
 			return a, fmt.Errorf("destination %q: unknown consent purpose %q (want analytics, ads, ad_user_data or ad_personalization)", d.Name, p)
 		}
 		a.purposes = append(a.purposes, f)
+		a.names = append(a.names, p)
 	}
 	return a, nil
 }
@@ -61,19 +64,33 @@ const (
 // stage has already applied the configured default, so unknown here means
 // nobody said yes.
 func (a *admission) admit(e *enrich.Event) verdict {
+	v, _ := a.decide(e)
+	return v
+}
+
+// decide is admit with the rule that decided, so Explain states the very
+// rule append applied: for filtered, ruleInclude or ruleExclude; for
+// consentBlocked, the index in purposes of the first purpose not granted.
+func (a *admission) decide(e *enrich.Event) (verdict, int) {
 	if !a.include.empty() && !a.include.has(e.Name) {
-		return filtered
+		return filtered, ruleInclude
 	}
 	if a.exclude.has(e.Name) {
-		return filtered
+		return filtered, ruleExclude
 	}
-	for _, p := range a.purposes {
+	for i, p := range a.purposes {
 		if p(&e.Consent) != enrich.Granted {
-			return consentBlocked
+			return consentBlocked, i
 		}
 	}
-	return admitted
+	return admitted, 0
 }
+
+// The rules decide reports for filtered events.
+const (
+	ruleInclude = iota
+	ruleExclude
+)
 
 // nameSet matches canonical event names exactly, or by prefix for
 // entries ending in "*" ("order_*").

@@ -28,6 +28,8 @@ type Destination interface {
 	GroupKey(e *enrich.Event) string
 	// Prepare rejects an event before batching (too old, missing a
 	// required field). A non-nil error dead-letters the event at once.
+	// Spool.Explain also calls it, from request goroutines, for the live
+	// trace: it must only read e and the adapter's settings.
 	Prepare(e *enrich.Event) error
 	// Send delivers batch. It returns one error per event, in order (nil =
 	// delivered; a nil slice means all delivered), or a single error for
