@@ -44,7 +44,7 @@ func TestExplain(t *testing.T) {
 		{"page view, all granted", func(e *enrich.Event) {}, map[string]want{
 			"meta": ok, "orders": {ReasonNotIncluded, `"page_viewed" is not in events.include`},
 			"noview": {ReasonExcluded, `"page_viewed" is in events.exclude`},
-			"dry": {ReasonDryRun, "never sent"}, "strict": ok, "paused": {ReasonPaused, "paused"},
+			"dry":    {ReasonDryRun, "never sent"}, "strict": ok, "paused": {ReasonPaused, "paused"},
 		}},
 		{"order, ads denied by gcs", func(e *enrich.Event) {
 			e.Name = "order_completed"
