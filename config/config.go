@@ -32,6 +32,7 @@ type Config struct {
 	Destinations    []Destination `yaml:"destinations"`
 	Scripts         []Script      `yaml:"scripts"`
 	Alerts          Alerts        `yaml:"alerts"`
+	Debug           Debug         `yaml:"debug"`
 	ShutdownTimeout Duration      `yaml:"shutdown_timeout"`
 	DrainDelay      Duration      `yaml:"drain_delay"`
 
@@ -396,6 +397,16 @@ type Script struct {
 	Upstream string   `yaml:"upstream"`
 	TTL      Duration `yaml:"ttl"`
 	Query    []string `yaml:"query"`
+}
+
+// Debug configures the live trace (/debug/events on the admin port).
+type Debug struct {
+	// TraceEvents is how many recent events the trace keeps; 0 turns the
+	// trace off (the endpoint answers 404 and nothing is recorded).
+	TraceEvents int `yaml:"trace_events"`
+	// TraceWindow is how long the trace records after each request to
+	// /debug/events: nothing is recorded while nobody is looking.
+	TraceWindow Duration `yaml:"trace_window"`
 }
 
 // Alerts holds data-quality alert thresholds (zero disables one).

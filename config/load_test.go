@@ -90,6 +90,7 @@ func TestDefaultsMatchDesign(t *testing.T) {
 		{"dlq", c.DLQ, DLQ{MaxBytes: 1 << 30, MaxAge: d("14d")}},
 		{"scripts", len(c.Scripts), 0},
 		{"alerts", c.Alerts, Alerts{}},
+		{"debug", c.Debug, Debug{TraceEvents: 200, TraceWindow: d("10m")}},
 		{"shutdown_timeout", c.ShutdownTimeout, d("15s")},
 		{"drain_delay", c.DrainDelay, d("5s")},
 		{"destinations", len(c.Destinations), 1},

@@ -283,6 +283,12 @@ func (v *validator) misc(c *Config) {
 	if a.DLQDepth < 0 {
 		v.add("alerts.dlq_depth", "must not be negative (0 disables)")
 	}
+	if n := c.Debug.TraceEvents; n < 0 || n > maxTraceEvents {
+		v.add("debug.trace_events", "%d is not in [0, %d] (0 turns the live trace off)", n, maxTraceEvents)
+	}
+	if c.Debug.TraceEvents > 0 {
+		v.positive("debug.trace_window", c.Debug.TraceWindow)
+	}
 }
 
 func (v *validator) spool(c *Config) {
@@ -620,6 +626,9 @@ func (v *validator) nonNegative(path string, d Duration) {
 		v.add(path, "must not be negative")
 	}
 }
+
+// maxTraceEvents bounds the live trace's memory (an entry is about 2 KiB).
+const maxTraceEvents = 10000
 
 func idx(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
 
