@@ -148,18 +148,28 @@ func serve(ctx context.Context, o serveOptions) error {
 		return err
 	}
 
+	// The live trace (debug.trace_events: 0 turns it off) watches every
+	// event; it records only while someone looks at /debug/events.
+	var tracer *proxy.Tracer
+	var observers []proxy.EventObserver
+	if cfg.Debug.TraceEvents > 0 {
+		tracer = proxy.NewTracer(cfg.Debug, spoolExplainer{spool}, nil)
+		observers = append(observers, tracer)
+	}
 	srv, err := proxy.New(cfg, log, proxy.Options{
-		Ready:    spool,
-		Sink:     spool,
-		Pipeline: st.pipeline,
-		Events:   pool,
-		Pages:    st.identity,
-		Metrics:  []proxy.MetricsWriter{spool.Metrics(), dedupMetrics(st.dedup)},
+		Ready:     spool,
+		Sink:      spool,
+		Pipeline:  st.pipeline,
+		Events:    pool,
+		Pages:     st.identity,
+		Metrics:   []proxy.MetricsWriter{spool.Metrics(), dedupMetrics(st.dedup)},
+		Observers: observers,
 	})
 	if err != nil {
 		return err
 	}
 	srv.HandleDeadLetters(spool)
+	srv.HandleTrace(tracer)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,8 +55,8 @@ type Tracer struct {
 	// never opened).
 	until atomic.Int64
 	// only, when set, restricts recording to these canonical or original
-	// names (the name filter of the request that opened the window), so a
-	// busy shop's page views do not push the purchase out of the ring.
+	// names (a request's record parameter), so a busy shop's page views
+	// do not push the purchase out of the ring.
 	only atomic.Pointer[[]string]
 
 	mu   sync.Mutex
@@ -412,10 +413,12 @@ func dedupOf(e *enrich.Event, o enrich.Outcome) TraceDedup {
 
 // HandleTrace adds GET /debug/events (DESIGN §7), the live trace:
 //
-//	GET /debug/events?name=N&outcome=O&destination=D&admitted=false&limit=L
+//	GET /debug/events?name=N&outcome=O&destination=D&admitted=false&limit=L&record=R
 //
 // Every request needs the admin token and opens (or extends) a recording
-// window of debug.trace_window; nothing is recorded outside one. When
+// window of debug.trace_window; nothing is recorded outside one. record
+// (names, comma-separated; * for all) restricts what the window records;
+// the other parameters only filter what is shown. When
 // admin.token is not set the route answers 403: the trace shows how each
 // visitor's consent was decided, which an open admin port must not. A nil
 // t (debug.trace_events: 0) adds nothing: the route is then 404.
@@ -430,8 +433,8 @@ func (s *Server) HandleTrace(t *Tracer) {
 type traceAnswer struct {
 	// RecordingUntil is when the window this request opened ends.
 	RecordingUntil time.Time `json:"recording_until"`
-	// RecordingOnly lists the names recorded, when the window was opened
-	// with a name filter.
+	// RecordingOnly lists the names the window records, when a request
+	// restricted it with record.
 	RecordingOnly []string `json:"recording_only,omitempty"`
 	Capacity      int      `json:"capacity"`
 	// Recorded counts entries ever recorded; older ones left the ring.
@@ -442,6 +445,7 @@ type traceAnswer struct {
 // traceFilter is a request's filters.
 type traceFilter struct {
 	names       []string
+	record      []string // nil: keep the recording filter; empty: record all
 	outcome     string
 	destination string
 	admitted    string // "", "true" or "false"
@@ -466,15 +470,21 @@ func (t *Tracer) serve(ctx *fasthttp.RequestCtx, tokenSet bool) {
 		plainAnswer(ctx, fasthttp.StatusBadRequest, "Bad Request: "+err+"\n")
 		return
 	}
-	until := t.now().Add(t.window)
-	if len(f.names) > 0 {
-		only := f.names
+	now := t.now()
+	switch {
+	case len(f.record) > 0:
+		only := f.record
 		t.only.Store(&only)
-	} else {
+	case f.record != nil || now.UnixNano() >= t.until.Load():
+		// record=* asks for everything; so does a new window.
 		t.only.Store(nil)
 	}
+	until := now.Add(t.window)
 	t.until.Store(until.UnixNano())
-	ans := traceAnswer{RecordingUntil: until.UTC(), RecordingOnly: f.names, Capacity: cap(t.ring)}
+	ans := traceAnswer{RecordingUntil: until.UTC(), Capacity: cap(t.ring)}
+	if only := t.only.Load(); only != nil {
+		ans.RecordingOnly = *only
+	}
 	ans.Events, ans.Recorded = t.snapshot(f)
 	if ans.Events == nil {
 		ans.Events = []TraceEntry{}
@@ -491,9 +501,11 @@ func (t *Tracer) serve(ctx *fasthttp.RequestCtx, tokenSet bool) {
 
 func parseTraceFilter(q *fasthttp.Args, capacity int) (traceFilter, string) {
 	f := traceFilter{limit: min(traceDefaultLimit, capacity)}
-	for _, n := range strings.Split(string(q.Peek("name")), ",") {
-		if n = strings.TrimSpace(n); n != "" {
-			f.names = append(f.names, n)
+	f.names = nameList(q.Peek("name"))
+	if q.Has("record") {
+		f.record = nameList(q.Peek("record"))
+		if f.record == nil || slices.Contains(f.record, "*") {
+			f.record = []string{}
 		}
 	}
 	f.outcome = string(q.Peek("outcome"))
@@ -514,6 +526,17 @@ func parseTraceFilter(q *fasthttp.Args, capacity int) (traceFilter, string) {
 		f.limit = min(n, capacity)
 	}
 	return f, ""
+}
+
+// nameList splits a comma-separated list of names.
+func nameList(v []byte) []string {
+	var out []string
+	for _, n := range strings.Split(string(v), ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // snapshot returns the matching entries, newest first, and the number of

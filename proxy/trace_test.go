@@ -238,12 +238,27 @@ func TestTraceRecordsOnlyWhileWatched(t *testing.T) {
 	if a := fetch("?limit=1"); a.Recorded != 4 || a.Events[0].Name != "d" {
 		t.Fatalf("recorded after the window: %d, newest %q", a.Recorded, a.Events[0].Name)
 	}
-	// A window opened with a name filter records only those names.
+	// A name filter only filters what is shown; record restricts what the
+	// window records, until record=* or a new window.
 	fetch("?name=order_completed")
 	send("page_viewed")
+	if a := fetch("?record=order_completed"); a.Recorded != 5 || strings.Join(a.RecordingOnly, ",") != "order_completed" {
+		t.Fatalf("after a name filter: recorded %d, only %v", a.Recorded, a.RecordingOnly)
+	}
+	send("page_viewed")
 	send("order_completed")
-	if a := fetch(""); a.Recorded != 5 || a.Events[0].Name != "order_completed" {
-		t.Fatalf("name-filtered window: recorded %d, newest %q", a.Recorded, a.Events[0].Name)
+	if a := fetch(""); a.Recorded != 6 || a.Events[0].Name != "order_completed" || a.Events[1].Name != "page_viewed" {
+		t.Fatalf("recording only order_completed: recorded %d, %+v", a.Recorded, a.Events)
+	}
+	fetch("?record=*")
+	send("page_viewed")
+	if a := fetch(""); a.Recorded != 7 || len(a.RecordingOnly) != 0 {
+		t.Fatalf("record=*: recorded %d, only %v", a.Recorded, a.RecordingOnly)
+	}
+	fetch("?record=order_completed")
+	clock.Advance(2 * time.Minute)
+	if a := fetch(""); len(a.RecordingOnly) != 0 {
+		t.Fatalf("a new window kept the old one's record filter %v", a.RecordingOnly)
 	}
 }
 
