@@ -17,10 +17,10 @@ type traceAnswer struct {
 	RecordingUntil time.Time `json:"recording_until"`
 	Recorded       int       `json:"recorded"`
 	Events         []struct {
-		Name     string `json:"name"`
-		Outcome  string `json:"outcome"`
-		Reason   string `json:"reason"`
-		Page     string `json:"page"`
+		Name     string                                  `json:"name"`
+		Outcome  string                                  `json:"outcome"`
+		Reason   string                                  `json:"reason"`
+		Page     string                                  `json:"page"`
 		Consent  struct{ Analytics, Ads, Source string } `json:"consent"`
 		Identity struct {
 			UserID   bool     `json:"user_id"`

@@ -3,8 +3,8 @@ package proxy
 import (
 	"encoding/hex"
 	"encoding/json"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
