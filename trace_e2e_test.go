@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -197,4 +200,53 @@ debug: {trace_events: 50, trace_window: 10m}
 			t.Errorf("the trace holds %q:\n%s", canary, raw)
 		}
 	}
+}
+
+// TestTraceDocExample runs the walkthrough of docs/trace.md against a
+// running sidetrack configured as the page says, and checks each step
+// answers what the page shows.
+func TestTraceDocExample(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("curl is required in CI to run the documentation's examples")
+		}
+		t.Skip("curl is not installed: the documentation's curl examples are not run")
+	}
+	doc, err := os.ReadFile("docs/trace.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	graph := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"events_received":1,"messages":[],"fbtrace_id":"doc"}`)
+	}))
+	dir := t.TempDir()
+	in := start(t, dir, testConfigWith(dir, origin(t, http.NotFoundHandler()),
+		`  - {name: local, type: ndjson, path: `+quote(filepath.Join(dir, "events"))+`, consent: [analytics]}
+  - {name: meta, type: metacapi, pixel_id: "1234", access_token: "meta-token-0123456789", endpoint: "`+graph+`", consent: [ads, ad_user_data]}
+`, ""))
+
+	blocks := regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(string(doc), -1)
+	if len(blocks) != 3 {
+		t.Fatalf("docs/trace.md has %d sh blocks, this test knows 3", len(blocks))
+	}
+	// What each step's answer must contain.
+	want := []string{
+		`"recording_only":["order_completed"],"capacity":200,"recorded":0,"events":[]`,
+		"HTTP/1.1 204 No Content",
+		`{"destination":"meta","admitted":false,"reason":"consent","detail":"needs ads consent; it is denied (consent source: collect)"}`,
+	}
+	for i, b := range blocks {
+		script := strings.ReplaceAll(b[1], "http://localhost:8080", in.base)
+		script = strings.ReplaceAll(script, "http://localhost:9090", in.admin)
+		cmd := exec.Command("bash", "-e", "-c", script)
+		cmd.Env = append(cleanEnv(), "TOKEN=admin-token-0123456789")
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("step %d: %v\n%s", i+1, err, script)
+		}
+		if !strings.Contains(string(out), want[i]) {
+			t.Errorf("step %d answered\n%s\nwant it to contain %s", i+1, out, want[i])
+		}
+	}
+	in.stop()
 }
