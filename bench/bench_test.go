@@ -12,8 +12,8 @@ import (
 // TestMain lets the test binary stand in for the bench binary as the
 // ceiling child (startCeilingChild re-executes os.Executable).
 func TestMain(m *testing.M) {
-	if os.Getenv(ceilingEnv) != "" {
-		serveCeiling()
+	if kind := os.Getenv(childEnv); kind != "" {
+		serveChild(kind)
 		return
 	}
 	os.Exit(m.Run())
