@@ -306,7 +306,13 @@ func drive(ctx context.Context, base string, wl *workload, l load) (*loadResult,
 		MaxIdleConnDuration: time.Minute,
 		MaxResponseBodySize: 16 << 20,
 	}
-	ctx, cancel := context.WithTimeout(ctx, l.d)
+	// Closed loop stops at the deadline; open-loop lanes stop by their
+	// schedule (the deadline only guards against a hung server).
+	limit := l.d
+	if l.rate > 0 {
+		limit += 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	results := make([]*loadResult, l.conns)
 	var wg sync.WaitGroup
@@ -366,7 +372,7 @@ func worker(ctx context.Context, hc *fasthttp.HostClient, addr string, wl *workl
 	}
 	for ctx.Err() == nil {
 		if l.rate > 0 {
-			if !due.Before(end) {
+			if !due.Before(end) || time.Now().After(end) {
 				break
 			}
 			if wait := time.Until(due); wait > 0 {
