@@ -59,9 +59,9 @@ func latencySVG(rep *Report) []byte {
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", svgW, svgH, svgW, svgH)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
 	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="15" font-weight="bold">sidetrack latency vs offered rate — scenario %s</text>`+"\n", svgLeft, html.EscapeString(rep.Scenario))
-	fmt.Fprintf(&b, `<text x="%d" y="40" fill="#555">open loop at fixed rates; latency from each request's scheduled send time (HdrHistogram, corrected for coordinated omission)</text>`+"\n", svgLeft)
-	fmt.Fprintf(&b, `<text x="%d" y="56" fill="#555">%s per point, %d connections, pinned %v, generator %s, %s</text>`+"\n",
-		svgLeft, html.EscapeString(rep.LatencyDuration), rep.Connections, rep.Pinned, html.EscapeString(rep.Generator), rep.Started.Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(&b, `<text x="%d" y="40" fill="#555">open loop, fixed rates; latency from scheduled send time (HdrHistogram, no coordinated omission)</text>`+"\n", svgLeft)
+	fmt.Fprintf(&b, `<text x="%d" y="56" fill="#555">%s per point, %d lanes (fasthttp), pinned %v, %s</text>`+"\n",
+		svgLeft, html.EscapeString(rep.LatencyDuration), rep.Connections, rep.Pinned, rep.Started.Format("2006-01-02 15:04 MST"))
 
 	// Y grid: decades, with 2 and 5 as minor lines.
 	for d := yLo; d <= yHi*1.0001; d *= 10 {
