@@ -1,10 +1,14 @@
 package main
 
 import (
+	"regexp"
+	"sync"
+
 	"bytes"
 	"context"
 	"encoding/json"
 	"encoding/xml"
+	"github.com/valyala/fasthttp"
 	"io"
 	"os"
 	"slices"
@@ -327,4 +331,93 @@ func TestLatencySVG(t *testing.T) {
 			Latency: Latency{P50: int64(100 * (i + 1)), P90: 400, P99: 900 * int64(i+1), P999: 4000, Max: 90000}})
 	}
 	checkSVG(t, latencySVG(rep), len(latencySeries))
+}
+
+// idServer is a loopback server answering 204 that records every bench id
+// it sees in a request line or body, as a destination would record
+// deliveries: the generators' acknowledged ids must be a subset.
+type idServer struct {
+	mu   sync.Mutex
+	seen map[string]int
+	srv  *server
+}
+
+var benchID = regexp.MustCompile(`bzz-[A-Za-z0-9-]+`)
+
+func startIDServer(t *testing.T) *idServer {
+	t.Helper()
+	s := &idServer{seen: map[string]int{}}
+	srv, err := startServer(func(ctx *fasthttp.RequestCtx) {
+		s.mu.Lock()
+		for _, id := range benchID.FindAll(append(append([]byte{}, ctx.RequestURI()...), ctx.PostBody()...), -1) {
+			s.seen[string(id)]++
+		}
+		s.mu.Unlock()
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	s.srv = srv
+	return s
+}
+
+// TestGeneratorsAccounting drives a recording server with each generator
+// (wrk only when installed) and checks the ids they call acknowledged: all
+// reached the server, ids of batches included, and what reached the server
+// without being acknowledged is at most the requests in flight at the end.
+func TestGeneratorsAccounting(t *testing.T) {
+	root, err := moduleRoot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gens := []generator{fasthttpGen{}}
+	if w, _ := newWrkGen(false); w != nil {
+		gens = append(gens, w)
+	}
+	const conns = 4
+	scenarios := []string{"segment", "mix"} // segment: batches and duplicates
+	if testing.Short() {
+		scenarios = scenarios[:1] // the smoke test runs mix
+	}
+	for _, g := range gens {
+		for _, sc := range scenarios {
+			t.Run(g.name()+"/"+sc, func(t *testing.T) {
+				wl, err := newWorkload(root, sc, "zz")
+				if err != nil {
+					t.Fatal(err)
+				}
+				is := startIDServer(t)
+				res, _, err := g.run(context.Background(), is.srv.URL(), wl, load{conns: conns, d: time.Second, tag: "t", keepIDs: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				acked := map[string]bool{}
+				for _, ids := range res.Acked {
+					for _, id := range ids {
+						if acked[id] {
+							t.Fatalf("id %s acknowledged twice", id)
+						}
+						acked[id] = true
+					}
+				}
+				if len(acked) == 0 || int64(len(acked)) != res.EventsOK || res.DupsSent == 0 || res.Partial != "" {
+					t.Fatalf("acked %d, events %d, dups %d, partial %q", len(acked), res.EventsOK, res.DupsSent, res.Partial)
+				}
+				is.mu.Lock()
+				defer is.mu.Unlock()
+				for id := range acked {
+					if is.seen[id] == 0 {
+						t.Fatalf("acknowledged id %s never reached the server", id)
+					}
+				}
+				// In flight at the end: at most one request per connection, a
+				// Segment batch carrying three events.
+				if extra := len(is.seen) - len(acked); extra > conns*3 {
+					t.Errorf("%d ids reached the server without being acknowledged", extra)
+				}
+			})
+		}
+	}
 }

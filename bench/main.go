@@ -12,6 +12,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -85,7 +86,15 @@ func main() {
 	})
 	flag.DurationVar(&o.LatencyDuration, "latency-duration", 5*time.Second, "duration of each open-loop point (0: no latency runs)")
 	flag.StringVar(&o.SVGPath, "svg", "", "write the latency-vs-rate chart here (default with -sweep or -rates: bench-latency.svg)")
+	svgFrom := flag.String("svg-from", "", "redraw the chart from a -json report (to -svg, default bench-latency.svg) and exit")
 	flag.Parse()
+	if *svgFrom != "" {
+		if err := redraw(*svgFrom, cmp.Or(o.SVGPath, "bench-latency.svg")); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	if o.SVGPath == "" && (o.Sweep || len(o.Rates) > 0) {
 		o.SVGPath = "bench-latency.svg"
 	}
@@ -120,6 +129,22 @@ func floats(v string) ([]float64, error) {
 		out = append(out, x)
 	}
 	return out, nil
+}
+
+// redraw writes the latency chart of a -json report to svgPath.
+func redraw(jsonPath, svgPath string) error {
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		return err
+	}
+	var rep Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", jsonPath, err)
+	}
+	if len(rep.Latency) == 0 {
+		return fmt.Errorf("%s has no latency points", jsonPath)
+	}
+	return os.WriteFile(svgPath, latencySVG(&rep), 0o644)
 }
 
 // writeJSON writes the report to path.
