@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"regexp"
 	"sync"
 
@@ -419,5 +420,12 @@ func TestGeneratorsAccounting(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestSegAuth: the constant header is the write key as the Basic user.
+func TestSegAuth(t *testing.T) {
+	if want := "Basic " + base64.StdEncoding.EncodeToString([]byte(segWriteKey+":")); segAuth != want {
+		t.Errorf("segAuth %q, want %q", segAuth, want)
 	}
 }
