@@ -66,6 +66,10 @@ type PhaseSummary struct {
 	ReqPerSecMax float64 `json:"requests_per_s_max"`
 	CPUUsReqMin  float64 `json:"server_cpu_us_per_request_min"`
 	CPUUsReqMax  float64 `json:"server_cpu_us_per_request_max"`
+	// Median requests/s and CPU/request as multiples of the ceiling's, so
+	// figures compare across machines (0 without a ceiling).
+	ReqVsCeiling float64 `json:"requests_per_s_vs_ceiling,omitempty"`
+	CPUVsCeiling float64 `json:"cpu_per_request_vs_ceiling,omitempty"`
 }
 
 // Phase is one measured load phase against one server.
@@ -305,6 +309,14 @@ func latencyPoint(t latencyTarget, m *measured) LatencyPoint {
 // ratios fills the ratios to the anchors from the phase medians.
 func (r *Report) ratios() {
 	if r.Ceiling != nil && r.Ceiling.RequestsPerSec > 0 {
+		for _, p := range r.Phases {
+			p.ReqVsCeiling = round(p.Median.RequestsPerSec/r.Ceiling.RequestsPerSec, 2)
+			if r.Ceiling.ServerCPUUsReq > 0 {
+				p.CPUVsCeiling = round(p.Median.ServerCPUUsReq/r.Ceiling.ServerCPUUsReq, 2)
+			}
+		}
+	}
+	if r.Ceiling != nil && r.Ceiling.RequestsPerSec > 0 {
 		r.ReqRatio = round(r.Sidetrack.RequestsPerSec/r.Ceiling.RequestsPerSec, 2)
 		if r.Ceiling.ServerCPUUsReq > 0 && r.Sidetrack.ServerCPUUsReq > 0 {
 			r.CPURatio = round(r.Sidetrack.ServerCPUUsReq/r.Ceiling.ServerCPUUsReq, 2)
@@ -366,22 +378,27 @@ func (r *Report) budgets(dedupCap int) {
 		}
 		add("events/s vs Benthos", fmt.Sprintf("%.2f×", r.BenthosRatio), "≥ 3×", "≥ 5×", st)
 	} else {
-		add("events/s vs Benthos", "-", "≥ 3×", "≥ 5×", "not measured: no Benthos anchor in this run (see notes)")
+		add("events/s vs Benthos", "-", "≥ 3×", "≥ 5×", "not measured: no Benthos anchor in this run (-baseline=false, -target, or see the notes)")
 	}
 
 	// Pass-through vs nginx.
+	passRows := []struct{ name, must, target string }{
+		{"pass-through req/s vs nginx", "≥ 0.85×", "≥ 1.0×"},
+		{"pass-through CPU/request vs nginx", "≤ 1.15×", "≤ 1.05×"},
+		{"pass-through p99 vs nginx (closed loop)", "≤ nginx + 1 ms", "-"},
+	}
 	if r.PassReqRatio > 0 {
-		add("pass-through req/s vs nginx", fmt.Sprintf("%.2f×", r.PassReqRatio), "≥ 0.85×", "≥ 1.0×", judge(r.PassReqRatio >= 1, r.PassReqRatio >= 0.85))
+		add(passRows[0].name, fmt.Sprintf("%.2f×", r.PassReqRatio), passRows[0].must, passRows[0].target, judge(r.PassReqRatio >= 1, r.PassReqRatio >= 0.85))
 		if r.PassCPURatio > 0 {
-			add("pass-through CPU/request vs nginx", fmt.Sprintf("%.2f×", r.PassCPURatio), "≤ 1.15×", "≤ 1.05×", judge(r.PassCPURatio <= 1.05, r.PassCPURatio <= 1.15))
+			add(passRows[1].name, fmt.Sprintf("%.2f×", r.PassCPURatio), passRows[1].must, passRows[1].target, judge(r.PassCPURatio <= 1.05, r.PassCPURatio <= 1.15))
 		} else {
-			add("pass-through CPU/request vs nginx", "-", "≤ 1.15×", "≤ 1.05×", "not measured: no CPU figure for nginx")
+			add(passRows[1].name, "-", passRows[1].must, passRows[1].target, "not measured: no CPU figure for nginx")
 		}
 		d := float64(r.PassP99DeltaUs) / 1000
-		add("pass-through p99 vs nginx (closed loop)", fmt.Sprintf("%+.2f ms", d), "≤ nginx + 1 ms", "-", judgeMust(d <= 1))
+		add(passRows[2].name, fmt.Sprintf("%+.2f ms", d), passRows[2].must, passRows[2].target, judgeMust(d <= 1))
 	} else {
-		for _, n := range []string{"pass-through req/s vs nginx", "pass-through CPU/request vs nginx", "pass-through p99 vs nginx (closed loop)"} {
-			add(n, "-", "see §8", "see §8", "not measured: no nginx anchor in this run (see notes)")
+		for _, row := range passRows {
+			add(row.name, "-", row.must, row.target, "not measured: no nginx anchor in this run (-baseline=false, -target, or see the notes)")
 		}
 	}
 
@@ -462,16 +479,20 @@ func (r *Report) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "method: %s\n\n", r.Method)
 
 	fmt.Fprintf(w, "throughput (closed loop; medians over rounds, spread min–max):\n")
-	fmt.Fprintf(w, "  %-15s %9s %15s %9s %9s %9s %9s %19s %8s %10s\n", "phase", "req/s", "spread", "events/s", "p50 µs", "p99 µs", "max µs", "server CPU µs/req", "gen µs", "err/non2xx")
+	fmt.Fprintf(w, "  %-15s %9s %15s %9s %9s %9s %9s %19s %8s %10s %14s\n", "phase", "req/s", "spread", "events/s", "p50 µs", "p99 µs", "max µs", "server CPU µs/req", "gen µs", "err/non2xx", "× ceiling r/c")
 	for _, p := range r.Phases {
 		m := &p.Median
 		cpu := "-"
 		if m.ServerCPUUsReq > 0 {
 			cpu = fmt.Sprintf("%.1f (%.1f–%.1f)", m.ServerCPUUsReq, p.CPUUsReqMin, p.CPUUsReqMax)
 		}
-		fmt.Fprintf(w, "  %-15s %9.0f %15s %9.0f %9d %9d %9d %19s %8.1f %10s\n", p.Name, m.RequestsPerSec,
+		vs := "-"
+		if p.ReqVsCeiling > 0 {
+			vs = fmt.Sprintf("%.2f/%.2f", p.ReqVsCeiling, p.CPUVsCeiling)
+		}
+		fmt.Fprintf(w, "  %-15s %9.0f %15s %9.0f %9d %9d %9d %19s %8.1f %10s %14s\n", p.Name, m.RequestsPerSec,
 			fmt.Sprintf("%.0f–%.0f", p.ReqPerSecMin, p.ReqPerSecMax), m.EventsPerSec, m.Latency.P50, m.Latency.P99, m.Latency.Max,
-			cpu, m.GeneratorUsReq, fmt.Sprintf("%d/%d", m.Errors, sum(m.Non2xx)))
+			cpu, m.GeneratorUsReq, fmt.Sprintf("%d/%d", m.Errors, sum(m.Non2xx)), vs)
 	}
 	for _, p := range r.Phases {
 		fmt.Fprintf(w, "  %s: %s\n", p.Name, p.What)
