@@ -544,7 +544,7 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "  %-44s %-10s must %-28s target %-12s %s\n", b.Name, b.Value, b.Must, b.Target, b.Status)
 	}
 	a := r.Accounting
-	fmt.Fprintf(w, "\naccounting (sidetrack phases, all rounds and latency points):\n")
+	fmt.Fprintf(w, "\naccounting (the sidetrack scenario phases of all rounds and the latency points):\n")
 	fmt.Fprintf(w, "  sent %d, answered 2xx %d, duplicates sent %d, pass-through sent %d, unique events acked %d\n",
 		a.Sent, a.Answered2xx, a.DuplicatesSent, a.PassThroughSent, a.UniqueEventsAcked)
 	if a.Checked {

@@ -74,8 +74,14 @@ func run(ctx context.Context, o options, logw io.Writer) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	passWL, _ := newWorkload(root, "pass", runID)
-	postWL, _ := newWorkload(root, "collect", runID)
+	passWL, err := newWorkload(root, "pass", runID)
+	if err != nil {
+		return nil, err
+	}
+	postWL, err := newWorkload(root, "collect", runID)
+	if err != nil {
+		return nil, err
+	}
 	postWL.collectPath = "/post"
 	dir, err := os.MkdirTemp("", "sidetrack-bench-")
 	if err != nil {
