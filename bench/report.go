@@ -525,14 +525,15 @@ func (r *Report) WriteText(w io.Writer) {
 
 	if len(r.Latency) > 0 {
 		fmt.Fprintf(w, "\nlatency (open loop, sidetrack, from scheduled send time; closed-loop peak %.0f req/s):\n", r.PeakRequestsPerSec)
-		fmt.Fprintf(w, "  %8s %9s %9s %8s %9s %9s %9s %9s %9s %8s %10s\n", "of peak", "offered", "achieved", "missed", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "max µs", "lag p99", "err/non2xx")
+		fmt.Fprintf(w, "  %8s %9s %9s %8s %9s %9s %9s %9s %9s %8s %10s %11s\n", "of peak", "offered", "achieved", "missed", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "max µs", "lag p99", "err/non2xx", "CPU µs/req")
 		for _, p := range r.Latency {
 			fr := "-"
 			if p.Fraction > 0 {
 				fr = fmt.Sprintf("%.2f", p.Fraction)
 			}
-			fmt.Fprintf(w, "  %8s %9.0f %9.0f %8d %9d %9d %9d %9d %9d %8d %10s\n", fr, p.OfferedRate, p.AchievedRate, p.Missed,
-				p.Latency.P50, p.Latency.P90, p.Latency.P99, p.Latency.P999, p.Latency.Max, p.LagP99, fmt.Sprintf("%d/%d", p.Errors, p.Non2xx))
+			fmt.Fprintf(w, "  %8s %9.0f %9.0f %8d %9d %9d %9d %9d %9d %8d %10s %11s\n", fr, p.OfferedRate, p.AchievedRate, p.Missed,
+				p.Latency.P50, p.Latency.P90, p.Latency.P99, p.Latency.P999, p.Latency.Max, p.LagP99, fmt.Sprintf("%d/%d", p.Errors, p.Non2xx),
+				orDash(p.ServerCPUUsReq > 0, fmt.Sprintf("%.1f", p.ServerCPUUsReq)))
 		}
 		if r.SVG != "" {
 			fmt.Fprintf(w, "  chart: %s\n", r.SVG)
@@ -564,6 +565,14 @@ func (r *Report) WriteText(w io.Writer) {
 	if r.Failed() {
 		fmt.Fprintf(w, "FAIL: events lost or delivered twice\n")
 	}
+}
+
+// orDash shows "-" for values the run could not measure (-target).
+func orDash(known bool, s string) string {
+	if known {
+		return s
+	}
+	return "-"
 }
 
 func sum(m map[string]int64) int64 {
