@@ -26,17 +26,17 @@ type child struct {
 }
 
 // startChild runs exe with args, adding env to the bench's environment
-// minus SIDETRACK_ overrides (which sidetrack would read). With pin it runs
-// under `taskset -c 0`. With logPath, stdout and stderr go to that file;
+// minus SIDETRACK_ overrides (which sidetrack would read). With cpu ≥ 0 it
+// runs under `taskset -c cpu`. With logPath, stdout and stderr go to that file;
 // otherwise stdout is a pipe and stderr is the bench's.
-func startChild(exe string, args, env []string, pin bool, logPath string) (*child, error) {
-	if pin {
-		args = append([]string{"-c", "0", exe}, args...)
+func startChild(exe string, args, env []string, cpu int, logPath string) (*child, error) {
+	if cpu >= 0 {
+		args = append([]string{"-c", strconv.Itoa(cpu), exe}, args...)
 		exe = "taskset"
 	}
 	cmd := exec.Command(exe, args...)
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SIDETRACK_") {
+		if !strings.HasPrefix(kv, "SIDETRACK_") && !strings.HasPrefix(kv, childEnv+"=") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
@@ -120,6 +120,8 @@ secrets: ["bench-secret-0123456789abcdef"]
 cookies: {secure: false}
 ingest:
   rate_limit: {per_client: 0/s}
+  forms:
+    - {path: %q, event: lead_submitted, fields: {email: email, phone: phone, bench_id: bench_id}}
 consent:
   default: {analytics: granted, ads: granted, ad_user_data: granted, ad_personalization: granted}
 dedup: {capacity: %d}
@@ -128,20 +130,20 @@ destinations:
   - {name: hook, type: webhook, url: %q, batch: {max_events: 500, max_wait: 50ms}}
 drain_delay: 0s
 shutdown_timeout: 10s
-`, origin, dedupCap, filepath.Join(dir, "spool"), hook+"/hook")
+`, origin, formPath, dedupCap, filepath.Join(dir, "spool"), hook+"/hook")
 }
 
 var startedLine = regexp.MustCompile(`"msg":"sidetrack started".*"listen":"([^"]+)","admin":"([^"]+)"`)
 
 // startSidetrack writes the config, runs the binary and waits for its
 // "sidetrack started" log line, which names the ports it bound.
-func startSidetrack(bin, dir, cfg string, pin bool) (ch *child, base, admin string, err error) {
+func startSidetrack(bin, dir, cfg string, cpu int) (ch *child, base, admin string, err error) {
 	path := filepath.Join(dir, "sidetrack.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, "", "", err
 	}
 	logPath := filepath.Join(dir, "sidetrack.log")
-	ch, err = startChild(bin, []string{"-config", path}, nil, pin, logPath)
+	ch, err = startChild(bin, []string{"-config", path}, nil, cpu, logPath)
 	if err != nil {
 		return nil, "", "", err
 	}
@@ -214,6 +216,25 @@ func procMem(pid int) (hwm, anon int64, err error) {
 		}
 	}
 	return hwm, anon, nil
+}
+
+// mallocs is go_memstats_mallocs_total from sidetrack's admin /metrics
+// (VictoriaMetrics' process metrics): Go heap allocations since start.
+func mallocs(admin string) (int64, error) {
+	code, body, err := fasthttp.GetTimeout(nil, admin+"/metrics", 5*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	if code != fasthttp.StatusOK {
+		return 0, fmt.Errorf("admin /metrics: %d", code)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_memstats_mallocs_total "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int64(f), err
+		}
+	}
+	return 0, errors.New("admin /metrics has no go_memstats_mallocs_total")
 }
 
 // deliveryMetrics is the delivery-related part of sidetrack's /metrics,

@@ -12,23 +12,28 @@ import (
 	"github.com/valyala/fastjson"
 )
 
-// ceilingEnv makes the bench binary (or the test binary, see TestMain)
-// serve the ceiling instead of running a bench: the ceiling then runs in
-// its own process, so its CPU is measured apart from the generator's.
-const ceilingEnv = "SIDETRACK_BENCH_CEILING_CHILD"
+// childEnv makes the bench binary (or the test binary, see TestMain) serve
+// as one of the bench's servers instead of running a bench: "ceiling" or
+// "origin". Each then runs in its own process, so its CPU is measured
+// apart from the generator's.
+const childEnv = "BENCH_CHILD"
 
-// serveCeiling is the ceiling of DESIGN §8: a bare fasthttp server that
-// answers every request 204. It prints its address on stdout and serves
-// until killed.
-func serveCeiling() {
+// serveChild serves what childEnv names: the ceiling of DESIGN §8 (a bare
+// fasthttp server that answers every request 204) or the fake shop origin.
+// It prints its address on stdout and serves until killed.
+func serveChild(kind string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	fmt.Printf("ceiling listening %s\n", ln.Addr())
+	fmt.Printf("child listening %s\n", ln.Addr())
+	h := func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusNoContent) }
+	if kind == "origin" {
+		h = originHandler
+	}
 	srv := &fasthttp.Server{
-		Handler:               func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusNoContent) },
+		Handler:               h,
 		NoDefaultServerHeader: true,
 		NoDefaultDate:         true,
 	}
@@ -106,7 +111,10 @@ func (c *counter) handle(ctx *fasthttp.RequestCtx) {
 	c.mu.Lock()
 	c.requests++
 	for _, e := range events {
-		id := string(e.GetStringBytes("event_id"))
+		id := string(e.GetStringBytes("properties", "bench_id"))
+		if id == "" {
+			id = string(e.GetStringBytes("event_id"))
+		}
 		c.seen[id]++
 		c.total++
 	}
@@ -153,14 +161,14 @@ func (c *counter) account(acked [][]string) (lost, doubled, extra int64, lostSam
 	return lost, doubled, extra, lostSample
 }
 
-// startCeilingChild starts the ceiling in its own process (this
-// executable with ceilingEnv set), optionally under taskset.
-func startCeilingChild(pin bool) (*child, string, error) {
+// startServerChild starts the ceiling or the origin (kind) in its own
+// process (this executable with childEnv set), under taskset when cpu ≥ 0.
+func startServerChild(kind string, cpu int) (*child, string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, "", err
 	}
-	ch, err := startChild(exe, nil, []string{ceilingEnv + "=1"}, pin, "")
+	ch, err := startChild(exe, nil, []string{childEnv + "=" + kind}, cpu, "")
 	if err != nil {
 		return nil, "", err
 	}
@@ -169,7 +177,7 @@ func startCeilingChild(pin bool) (*child, string, error) {
 	defer deadline.Stop()
 	for sc.Scan() {
 		var addr string
-		if _, err := fmt.Sscanf(sc.Text(), "ceiling listening %s", &addr); err == nil {
+		if _, err := fmt.Sscanf(sc.Text(), "child listening %s", &addr); err == nil {
 			go func() {
 				for sc.Scan() {
 				}
@@ -178,5 +186,5 @@ func startCeilingChild(pin bool) (*child, string, error) {
 		}
 	}
 	ch.kill()
-	return nil, "", fmt.Errorf("ceiling child did not start")
+	return nil, "", fmt.Errorf("%s child did not start", kind)
 }

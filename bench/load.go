@@ -23,6 +23,8 @@ const (
 	kindGA4 = iota
 	kindCollect
 	kindPass
+	kindSegment
+	kindForm
 )
 
 // ga4Hit is one hit shape from proxy/testdata/ga4/gtag.ndjson with its
@@ -39,13 +41,15 @@ type workload struct {
 	scenario string
 	runID    string
 	ga4      []ga4Hit
-	// collect body around its event_id.
+	// collect body around its event_id, and where it is posted.
 	collectHead, collectTail []byte
+	collectPath              string
 	passPaths                []string
 }
 
-// validScenarios lists what -scenario accepts.
-var validScenarios = []string{"collect", "ga4", "mix", "passmix"}
+// validScenarios lists what -scenario accepts. "pass" (only pass-through
+// pages) is also what the nginx anchor and the origin baseline serve.
+var validScenarios = []string{"collect", "ga4", "mix", "passmix", "segment", "forms", "pass"}
 
 // newWorkload loads the GA4 shapes from the module's testdata.
 func newWorkload(root, scenario, runID string) (*workload, error) {
@@ -56,7 +60,7 @@ func newWorkload(root, scenario, runID string) (*workload, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown scenario %q (want one of %s)", scenario, strings.Join(validScenarios, ", "))
 	}
-	w := &workload{scenario: scenario, runID: runID,
+	w := &workload{scenario: scenario, runID: runID, collectPath: "/collect",
 		passPaths: []string{"/", "/shop/spring-sale", "/products/linen-shirt", "/cart", "/assets/shop.css"}}
 	head, tail, _ := strings.Cut(collectBody, "{{ID}}")
 	w.collectHead, w.collectTail = []byte(head), []byte(tail)
@@ -138,13 +142,28 @@ type spec struct {
 	uri    []byte // path and query
 	body   []byte
 	ctype  string
-	id     string // the event id, "" for pass-through
+	auth   string // Authorization header, "" for none
+	id     string // the event id (batches: the prefix of their ids), "" for pass-through
+	events int    // events the request carries (batches: more than one)
+}
+
+// eventIDs appends the ids of the events s carries: its id, or for a
+// batch id-0 … id-(n-1).
+func (s *spec) eventIDs(dst []string) []string {
+	if s.events <= 1 {
+		return append(dst, s.id)
+	}
+	for i := range s.events {
+		dst = append(dst, s.id+"-"+strconv.Itoa(i))
+	}
+	return dst
 }
 
 // workerState is one connection's generator state; it is used by one
 // goroutine only.
 type workerState struct {
 	w    int
+	tag  string // phase tag in ids, so phases never share an id
 	n    int64
 	rng  *rand.Rand
 	last spec // last unique event request, resent as an exact duplicate
@@ -154,16 +173,20 @@ type workerState struct {
 // next fills ws.cur with the next request of the scenario.
 func (wl *workload) next(ws *workerState) *spec {
 	s := &ws.cur
+	if wl.scenario == "pass" {
+		wl.pass(ws, s)
+		return s
+	}
 	r := ws.rng.IntN(100)
 	if wl.scenario == "passmix" {
 		if r < 30 {
-			*s = spec{kind: kindPass, method: "GET", uri: append(s.uri[:0], wl.passPaths[ws.rng.IntN(len(wl.passPaths))]...), body: s.body[:0]}
+			wl.pass(ws, s)
 			return s
 		}
 		r = ws.rng.IntN(100)
 	}
-	if (wl.scenario == "mix" || wl.scenario == "passmix") && r < 10 && ws.last.id != "" {
-		s.kind, s.dup, s.method, s.ctype, s.id = ws.last.kind, true, ws.last.method, ws.last.ctype, ws.last.id
+	if (wl.scenario == "mix" || wl.scenario == "passmix" || wl.scenario == "segment") && r < 10 && ws.last.id != "" {
+		s.kind, s.dup, s.method, s.ctype, s.auth, s.id, s.events = ws.last.kind, true, ws.last.method, ws.last.ctype, ws.last.auth, ws.last.id, ws.last.events
 		s.uri = append(s.uri[:0], ws.last.uri...)
 		s.body = append(s.body[:0], ws.last.body...)
 		return s
@@ -172,15 +195,20 @@ func (wl *workload) next(ws *workerState) *spec {
 	switch wl.scenario {
 	case "ga4":
 		kind = kindGA4
+	case "segment":
+		kind = kindSegment
+	case "forms":
+		kind = kindForm
 	case "mix", "passmix":
 		if ws.rng.IntN(100) < 60 {
 			kind = kindGA4
 		}
 	}
 	ws.n++
-	id := "b" + wl.runID + "-" + strconv.Itoa(ws.w) + "-" + strconv.FormatInt(ws.n, 10)
-	s.kind, s.dup, s.id = kind, false, id
-	if kind == kindGA4 {
+	id := "b" + wl.runID + "-" + ws.tag + strconv.Itoa(ws.w) + "-" + strconv.FormatInt(ws.n, 10)
+	s.kind, s.dup, s.id, s.events, s.auth = kind, false, id, 1, ""
+	switch kind {
+	case kindGA4:
 		h := wl.ga4[ws.rng.IntN(len(wl.ga4))]
 		s.method, s.ctype = h.method, "text/plain;charset=UTF-8"
 		s.uri = append(append(append(s.uri[:0], h.uri...), "&ep.event_id="...), id...)
@@ -188,12 +216,23 @@ func (wl *workload) next(ws *workerState) *spec {
 			s.uri = append(append(s.uri, "&ep.transaction_id=T"...), id...)
 		}
 		s.body = s.body[:0]
-	} else {
+	case kindSegment:
+		wl.segment(ws, s)
+	case kindForm:
+		s.method, s.ctype = "POST", "application/x-www-form-urlencoded"
+		s.uri = append(s.uri[:0], formPath...)
+		s.body = append(append(append(s.body[:0], formHead...), id...), formTail...)
+	default:
 		s.method, s.ctype = "POST", "application/json"
-		s.uri = append(s.uri[:0], "/collect"...)
+		s.uri = append(s.uri[:0], wl.collectPath...)
 		s.body = append(append(append(s.body[:0], wl.collectHead...), id...), wl.collectTail...)
 	}
 	return s
+}
+
+// pass fills s with a pass-through page request.
+func (wl *workload) pass(ws *workerState, s *spec) {
+	*s = spec{kind: kindPass, method: "GET", uri: append(s.uri[:0], wl.passPaths[ws.rng.IntN(len(wl.passPaths))]...), body: s.body[:0]}
 }
 
 // newRNG is a worker's deterministic random source.
@@ -201,7 +240,7 @@ func newRNG(w int) *rand.Rand { return rand.New(rand.NewPCG(uint64(w), 0x5eed)) 
 
 // remember keeps s as the request a later duplicate resends.
 func (ws *workerState) remember(s *spec) {
-	ws.last.kind, ws.last.method, ws.last.ctype, ws.last.id = s.kind, s.method, s.ctype, s.id
+	ws.last.kind, ws.last.method, ws.last.ctype, ws.last.auth, ws.last.id, ws.last.events = s.kind, s.method, s.ctype, s.auth, s.id, s.events
 	ws.last.uri = append(ws.last.uri[:0], s.uri...)
 	ws.last.body = append(ws.last.body[:0], s.body...)
 }
@@ -216,9 +255,21 @@ type loadResult struct {
 	FirstError string
 	DupsSent   int64
 	PassSent   int64
-	EventsOK   int64 // unique event requests answered 2xx
+	EventsOK   int64 // unique events in requests answered 2xx
 	Hist       *hdrhistogram.Histogram
 	Acked      [][]string // per worker, unique event ids answered 2xx
+	// Open loop only: requests scheduled before the end that were never
+	// sent because their lane was still busy (their latency is recorded as
+	// at least end − scheduled time), and how late sends left compared
+	// with their schedule (the generator's own lag, µs).
+	Scheduled int64
+	Missed    int64
+	Lag       *hdrhistogram.Histogram
+	// Partial says what this result cannot tell (wrk: which requests were
+	// answered); "" when it is complete.
+	Partial string
+	// Lat, when set, replaces the percentiles of Hist (wrk reports its own).
+	Lat *Latency
 }
 
 const userAgent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
@@ -226,12 +277,22 @@ const userAgent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, li
 // newHist records latencies in microseconds, 1 µs to 60 s, 3 digits.
 func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 3) }
 
-// drive runs the closed loop: conns goroutines, each with one request in
-// flight on its own connection, for d. Latency is per request from send
-// to full answer; in a closed loop a slow answer delays the next request,
-// so percentiles understate what an open-loop client would see
-// (coordinated omission).
-func drive(ctx context.Context, base string, wl *workload, conns int, d time.Duration, keepIDs bool) (*loadResult, error) {
+// load says how to drive one phase.
+type load struct {
+	conns   int
+	d       time.Duration
+	rate    float64 // requests/s over all connections; 0 = closed loop
+	tag     string  // phase tag in event ids
+	keepIDs bool
+}
+
+// drive runs one phase against base: closed loop (l.rate 0: conns
+// goroutines, each with one request in flight on its own connection; a
+// slow answer delays the next request, so percentiles understate what an
+// open-loop client would see: coordinated omission), or open loop at
+// l.rate requests/s (each connection a lane with its own fixed schedule;
+// latency runs from the scheduled send time, so a stall shows in full).
+func drive(ctx context.Context, base string, wl *workload, l load) (*loadResult, error) {
 	addr := strings.TrimPrefix(strings.TrimPrefix(base, "http://"), "https://")
 	addr = strings.TrimSuffix(addr, "/")
 	if strings.HasPrefix(base, "https://") {
@@ -239,26 +300,35 @@ func drive(ctx context.Context, base string, wl *workload, conns int, d time.Dur
 	}
 	hc := &fasthttp.HostClient{
 		Addr:                addr,
-		MaxConns:            conns,
+		MaxConns:            l.conns,
 		ReadTimeout:         30 * time.Second,
 		WriteTimeout:        30 * time.Second,
 		MaxIdleConnDuration: time.Minute,
 		MaxResponseBodySize: 16 << 20,
 	}
-	ctx, cancel := context.WithTimeout(ctx, d)
+	// Closed loop stops at the deadline; open-loop lanes stop by their
+	// schedule (the deadline only guards against a hung server).
+	limit := l.d
+	if l.rate > 0 {
+		limit += 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	results := make([]*loadResult, conns)
+	results := make([]*loadResult, l.conns)
 	var wg sync.WaitGroup
 	start := time.Now()
-	for i := range conns {
+	for i := range l.conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = worker(ctx, hc, addr, wl, i, keepIDs)
+			results[i] = worker(ctx, hc, addr, wl, i, l, start)
 		}()
 	}
 	wg.Wait()
-	total := &loadResult{Elapsed: time.Since(start), Non2xx: map[int]int64{}, Hist: newHist()}
+	total := &loadResult{Elapsed: time.Since(start), Non2xx: map[int]int64{}, Hist: newHist(), Lag: newHist()}
+	if l.rate > 0 {
+		total.Elapsed = l.d
+	}
 	for _, r := range results {
 		total.Sent += r.Sent
 		total.OK += r.OK
@@ -269,37 +339,77 @@ func drive(ctx context.Context, base string, wl *workload, conns int, d time.Dur
 		total.DupsSent += r.DupsSent
 		total.PassSent += r.PassSent
 		total.EventsOK += r.EventsOK
+		total.Scheduled += r.Scheduled
+		total.Missed += r.Missed
 		for k, v := range r.Non2xx {
 			total.Non2xx[k] += v
 		}
 		total.Hist.Merge(r.Hist)
+		total.Lag.Merge(r.Lag)
 		total.Acked = append(total.Acked, r.Acked...)
 	}
 	return total, nil
 }
 
-// worker is one closed-loop connection.
-func worker(ctx context.Context, hc *fasthttp.HostClient, addr string, wl *workload, w int, keepIDs bool) *loadResult {
-	res := &loadResult{Non2xx: map[int]int64{}, Hist: newHist()}
-	ws := &workerState{w: w, rng: newRNG(w)}
+// worker is one connection: closed loop, or an open-loop lane when l.rate
+// is set.
+func worker(ctx context.Context, hc *fasthttp.HostClient, addr string, wl *workload, w int, l load, start time.Time) *loadResult {
+	res := &loadResult{Non2xx: map[int]int64{}, Hist: newHist(), Lag: newHist()}
+	ws := &workerState{w: w, tag: l.tag, rng: newRNG(w)}
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	var ids []string
 	url := []byte("http://" + addr)
 	prefix := len(url)
+
+	var interval time.Duration
+	var due time.Time
+	end := start.Add(l.d)
+	if l.rate > 0 {
+		interval = time.Duration(float64(l.conns) / l.rate * float64(time.Second))
+		due = start.Add(interval * time.Duration(w) / time.Duration(l.conns))
+	}
 	for ctx.Err() == nil {
+		if l.rate > 0 {
+			if !due.Before(end) || time.Now().After(end) {
+				break
+			}
+			if wait := time.Until(due); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+				case <-t.C:
+				}
+				if ctx.Err() != nil {
+					break
+				}
+			}
+			res.Scheduled++
+			_ = res.Lag.RecordValue(max(time.Since(due).Microseconds(), 1))
+		}
 		s := wl.next(ws)
 		req.Reset()
 		req.Header.SetMethod(s.method)
 		url = append(url[:prefix], s.uri...)
 		req.SetRequestURIBytes(url)
 		req.Header.Set("User-Agent", userAgent)
+		if s.auth != "" {
+			req.Header.Set("Authorization", s.auth)
+		}
+		if s.kind == kindForm {
+			req.Header.Set("Referer", "https://shop.example"+formPath)
+		}
 		if len(s.body) > 0 || s.method == "POST" {
 			req.Header.SetContentType(s.ctype)
 			req.SetBody(s.body)
 		}
 		t0 := time.Now()
+		if l.rate > 0 {
+			t0 = due
+			due = due.Add(interval)
+		}
 		err := hc.Do(req, resp)
 		_ = res.Hist.RecordValue(max(time.Since(t0).Microseconds(), 1))
 		res.Sent++
@@ -326,11 +436,22 @@ func worker(ctx context.Context, hc *fasthttp.HostClient, addr string, wl *workl
 		}
 		res.OK++
 		if s.kind != kindPass && !s.dup {
-			res.EventsOK++
+			res.EventsOK += int64(max(s.events, 1))
 			ws.remember(s)
-			if keepIDs {
-				ids = append(ids, s.id)
+			if l.keepIDs {
+				ids = s.eventIDs(ids)
 			}
+		}
+	}
+	if l.rate > 0 {
+		// Requests whose time came before the end but which the lane never
+		// sent: the server (or the lane's connection) was still busy. Their
+		// latency is at least end − due; leaving them out would be the very
+		// coordinated omission the open loop exists to avoid.
+		for ; due.Before(end); due = due.Add(interval) {
+			res.Scheduled++
+			res.Missed++
+			_ = res.Hist.RecordValue(max(end.Sub(due).Microseconds(), 1))
 		}
 	}
 	res.Acked = [][]string{ids}

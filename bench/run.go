@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,12 +16,37 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// run performs one bench: the ceiling phase (with o.Baseline), then the
-// sidetrack phase, then the delivery drain and accounting. Progress goes
-// to logw; the report is returned for the caller to print.
+// Phase names, in the order each round runs them.
+const (
+	phCeiling  = "ceiling"
+	phOrigin   = "origin"
+	phNginx    = "nginx"
+	phPass     = "sidetrack-pass"
+	phBenthos  = "benthos"
+	phSidetrck = "sidetrack"
+)
+
+// phaseServer is something a phase drives: its base URL, the processes whose
+// CPU it costs, and the requests it gets.
+type phaseServer struct {
+	name    string
+	what    string
+	base    string
+	pids    func() []int // nil: CPU unknown (-target)
+	wl      *workload
+	keepIDs bool
+}
+
+// run performs one bench: o.Rounds rounds of the throughput phases
+// (ceiling, anchors, sidetrack), then the open-loop latency points, then
+// the delivery drain and accounting. Progress goes to logw; the report is
+// returned for the caller to print.
 func run(ctx context.Context, o options, logw io.Writer) (*Report, error) {
 	if o.Connections < 1 || o.Duration <= 0 {
 		return nil, errors.New("-connections and -duration must be positive")
+	}
+	if o.Rounds < 1 {
+		o.Rounds = 1
 	}
 	root := o.ModuleRoot
 	if root == "" {
@@ -29,6 +55,7 @@ func run(ctx context.Context, o options, logw io.Writer) (*Report, error) {
 			return nil, err
 		}
 	}
+	serverCPU, benchCPU := -1, -1
 	if o.Pin {
 		if _, err := exec.LookPath("taskset"); err != nil {
 			return nil, errors.New("-pin needs taskset (util-linux)")
@@ -36,12 +63,26 @@ func run(ctx context.Context, o options, logw io.Writer) (*Report, error) {
 		if err := pinSelf(1); err != nil {
 			return nil, fmt.Errorf("pinning the generator to CPU 1: %w", err)
 		}
+		serverCPU, benchCPU = 0, 1
+	}
+	gen, err := newGenerator(o)
+	if err != nil {
+		return nil, err
 	}
 	runID := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
 	wl, err := newWorkload(root, o.Scenario, runID)
 	if err != nil {
 		return nil, err
 	}
+	passWL, err := newWorkload(root, "pass", runID)
+	if err != nil {
+		return nil, err
+	}
+	postWL, err := newWorkload(root, "collect", runID)
+	if err != nil {
+		return nil, err
+	}
+	postWL.collectPath = "/post"
 	dir, err := os.MkdirTemp("", "sidetrack-bench-")
 	if err != nil {
 		return nil, err
@@ -54,26 +95,24 @@ func run(ctx context.Context, o options, logw io.Writer) (*Report, error) {
 
 	rep := &Report{
 		Scenario: o.Scenario, Target: "child", Duration: o.Duration.String(), Connections: o.Connections,
-		Pinned: o.Pin, Started: time.Now().UTC(),
-		Method: "closed loop (each connection waits for its answer before sending again; latency per request " +
-			"from send to full answer, so coordinated omission applies: percentiles understate open-loop latency)",
+		Pinned: o.Pin, Started: time.Now().UTC(), Rounds: o.Rounds, Generator: gen.name(),
+		Method: "throughput phases closed loop (" + gen.name() + "; each connection waits for its answer before " +
+			"sending again, so their latency understates open-loop latency); latency points open loop at a fixed " +
+			"rate, latency from each request's scheduled send time (HdrHistogram, corrected for coordinated omission)",
 	}
 	if o.Target != "" {
 		rep.Target = o.Target
 	}
 
+	var servers []*phaseServer
 	if o.Baseline {
-		logf(logw, "ceiling: bare fasthttp 204 for %s", o.Duration)
-		ch, base, err := startCeilingChild(o.Pin)
+		ch, base, err := startServerChild("ceiling", serverCPU)
 		if err != nil {
 			return nil, err
 		}
-		p, err := measure(ctx, ch.pid(), base, wl, o, false)
-		ch.kill()
-		if err != nil {
-			return nil, err
-		}
-		rep.Ceiling = &p.phase
+		defer ch.kill()
+		servers = append(servers, &phaseServer{name: phCeiling, what: "bare fasthttp answering 204, scenario requests",
+			base: base, pids: pidsOf(ch), wl: wl})
 	}
 
 	base := strings.TrimSuffix(o.Target, "/")
@@ -86,104 +125,205 @@ func run(ctx context.Context, o options, logw io.Writer) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
-		origin, err := startServer(originHandler)
+		och, origin, err := startServerChild("origin", benchCPU)
 		if err != nil {
 			return nil, err
 		}
-		defer origin.Close()
+		defer och.kill()
+		if o.Baseline {
+			servers = append(servers, &phaseServer{name: phOrigin, what: "the fake shop origin directly, pass-through pages",
+				base: origin, pids: pidsOf(och), wl: passWL})
+		}
+		if ngx := findNginx(o.Nginx); ngx != "" && o.Baseline {
+			nch, nbase, err := startNginx(ngx, dir, strings.TrimPrefix(origin, "http://"), serverCPU)
+			if err != nil {
+				rep.Notes = append(rep.Notes, "nginx anchor skipped: "+err.Error())
+			} else {
+				defer nch.stop(5 * time.Second)
+				servers = append(servers, &phaseServer{name: phNginx, what: "nginx proxy_pass (keepalive) to the origin, pass-through pages",
+					base: nbase, pids: func() []int { return procTree(nch.pid()) }, wl: passWL})
+			}
+		} else if o.Baseline {
+			rep.Notes = append(rep.Notes, "nginx anchor skipped: no nginx binary (or -nginx off)")
+		}
+		if o.Baseline {
+			if bbin, why := findBenthos(ctx, o.Benthos, func(f string, a ...any) { logf(logw, f, a...) }); bbin != "" {
+				bch, bbase, err := startBenthos(bbin, dir, serverCPU)
+				if err != nil {
+					rep.Notes = append(rep.Notes, "Benthos anchor skipped: "+err.Error())
+				} else {
+					defer bch.stop(5 * time.Second)
+					servers = append(servers, &phaseServer{name: phBenthos, what: "Benthos http_server → drop, /collect JSON bodies",
+						base: bbase, pids: pidsOf(bch), wl: postWL})
+				}
+			} else {
+				rep.Notes = append(rep.Notes, "Benthos anchor skipped: "+why)
+			}
+		}
 		cnt = newCounter()
 		hook, err := startServer(cnt.handle)
 		if err != nil {
 			return nil, err
 		}
 		defer hook.Close()
-		st, base, admin, err = startSidetrack(bin, dir, benchConfig(dir, origin.URL(), hook.URL(), o.DedupCap), o.Pin)
+		st, base, admin, err = startSidetrack(bin, dir, benchConfig(dir, origin, hook.URL(), o.DedupCap), serverCPU)
 		if err != nil {
 			return nil, err
 		}
 		defer st.stop(15 * time.Second)
+		if slices.ContainsFunc(servers, func(s *phaseServer) bool { return s.name == phNginx }) {
+			servers = append(servers, &phaseServer{name: phPass, what: "sidetrack passing pages through to the origin (compare with nginx)",
+				base: base, pids: pidsOf(st), wl: passWL})
+		}
 	}
-	logf(logw, "sidetrack at %s: scenario %s, %d connections, %s", base, o.Scenario, o.Connections, o.Duration)
-	pid := 0
+	sidetrack := &phaseServer{name: phSidetrck, what: "sidetrack, scenario " + o.Scenario, base: base, wl: wl, keepIDs: cnt != nil}
 	if st != nil {
-		pid = st.pid()
+		sidetrack.pids = pidsOf(st)
 	}
-	m, err := measure(ctx, pid, base, wl, o, cnt != nil)
-	if err != nil {
-		return nil, err
+	servers = append(servers, sidetrack)
+
+	// Rounds: every phase once per round, in the same order, so slow drifts
+	// of a shared machine spread over all phases; the report takes medians.
+	phases := map[string][]Phase{}
+	var acked [][]string
+	acc := &rep.Accounting
+	var allocsBefore, allocsAfter, allocEvents int64
+	for r := range o.Rounds {
+		for _, s := range servers {
+			logf(logw, "round %d/%d: %s (%s) for %s", r+1, o.Rounds, s.name, s.base, o.Duration)
+			var m0 int64
+			if s == sidetrack && admin != "" {
+				m0, _ = mallocs(admin)
+			}
+			m, err := measure(ctx, s, gen, load{conns: o.Connections, d: o.Duration, tag: fmt.Sprintf("r%d%s", r, s.name[:1]), keepIDs: s.keepIDs})
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", s.name, err)
+			}
+			if s == sidetrack && admin != "" {
+				if m1, err := mallocs(admin); err == nil && m0 > 0 {
+					allocsBefore += m0
+					allocsAfter += m1
+					allocEvents += m.res.EventsOK + m.res.DupsSent
+				}
+			}
+			phases[s.name] = append(phases[s.name], m.phase)
+			if s == sidetrack {
+				acc.add(m.res)
+				acked = append(acked, m.res.Acked...)
+				if m.phase.PeakRSSBytes > rep.PeakRSSBytes {
+					rep.PeakRSSBytes = m.phase.PeakRSSBytes
+				}
+				rep.RssAnonBytes = max(rep.RssAnonBytes, m.phase.RssAnonBytes)
+			}
+			if m.res.Partial != "" {
+				rep.Notes = append(rep.Notes, s.name+": "+m.res.Partial)
+			}
+		}
 	}
-	rep.Sidetrack = m.phase
-	a := &rep.Accounting
-	a.Sent, a.Answered2xx, a.DuplicatesSent, a.PassThroughSent, a.UniqueEventsAcked =
-		m.res.Sent, m.res.OK, m.res.DupsSent, m.res.PassSent, m.res.EventsOK
+	for _, s := range servers {
+		rep.Phases = append(rep.Phases, summarize(s.name, s.what, phases[s.name]))
+	}
+	rep.Sidetrack = rep.phase(phSidetrck).Median
+	if p := rep.phase(phCeiling); p != nil {
+		rep.Ceiling = &p.Median
+	}
+	if allocEvents > 0 {
+		rep.AllocsPerEvent = round(float64(allocsAfter-allocsBefore)/float64(allocEvents), 1)
+	}
+
+	// Open-loop latency at fixed rates: fractions of the closed-loop peak
+	// just measured, or the rates asked for.
+	peak := rep.Sidetrack.RequestsPerSec
+	rep.PeakRequestsPerSec = peak
+	rep.LatencyDuration = o.LatencyDuration.String()
+	for i, pt := range latencyPlan(o, peak) {
+		logf(logw, "latency: sidetrack open loop at %.0f req/s for %s", pt.rate, o.LatencyDuration)
+		m, err := measure(ctx, sidetrack, gen, load{conns: o.Connections, d: o.LatencyDuration, rate: pt.rate,
+			tag: "l" + strconv.Itoa(i), keepIDs: sidetrack.keepIDs})
+		if err != nil {
+			return nil, fmt.Errorf("latency at %.0f req/s: %w", pt.rate, err)
+		}
+		acc.add(m.res)
+		acked = append(acked, m.res.Acked...)
+		rep.Latency = append(rep.Latency, latencyPoint(pt, m))
+	}
+	if o.SVGPath != "" && len(rep.Latency) > 0 {
+		if err := os.WriteFile(o.SVGPath, latencySVG(rep), 0o644); err != nil {
+			return nil, err
+		}
+		rep.SVG = o.SVGPath
+	}
 
 	if cnt != nil {
 		logf(logw, "load done; waiting for deliveries (at most %s)", o.DrainMax)
 		t0 := time.Now()
-		a.DrainComplete = drain(ctx, cnt, m.res.EventsOK, m.res.Acked, o.DrainMax)
-		a.DrainSeconds = round(time.Since(t0).Seconds(), 1)
-		if !a.DrainComplete {
+		acc.DrainComplete = drain(ctx, cnt, acc.UniqueEventsAcked, acked, o.DrainMax)
+		acc.DrainSeconds = round(time.Since(t0).Seconds(), 1)
+		if !acc.DrainComplete {
 			rep.Notes = append(rep.Notes, deliveryMetrics(admin)...)
 		}
-		if cpu, err := procCPU(pid); err == nil {
-			rep.Sidetrack.ServerCPUDrain = round((cpu - m.cpuBefore).Seconds(), 2)
-		}
-		a.Checked = true
+		acc.Checked = true
 		c := cnt.snapshot()
-		a.DeliveredDistinct, a.DeliveredTotal, a.WebhookRequests = c.Distinct, c.Total, c.Requests
-		a.Lost, a.DoubleDelivered, a.Extra, a.LostSample = cnt.account(m.res.Acked)
+		acc.DeliveredDistinct, acc.DeliveredTotal, acc.WebhookRequests = c.Distinct, c.Total, c.Requests
+		acc.Lost, acc.DoubleDelivered, acc.Extra, acc.LostSample = cnt.account(acked)
 		if c.BadBodies > 0 {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("%d webhook bodies did not parse", c.BadBodies))
 		}
-	}
-
-	if rep.Ceiling != nil && rep.Ceiling.RequestsPerSec > 0 {
-		rep.ReqRatio = round(rep.Sidetrack.RequestsPerSec/rep.Ceiling.RequestsPerSec, 2)
-		if rep.Ceiling.ServerCPUUsReq > 0 && rep.Sidetrack.ServerCPUUsReq > 0 {
-			rep.CPURatio = round(rep.Sidetrack.ServerCPUUsReq/rep.Ceiling.ServerCPUUsReq, 2)
+		if hwm, anon, err := procMem(st.pid()); err == nil {
+			rep.PeakRSSBytes = max(rep.PeakRSSBytes, hwm)
+			rep.RssAnonBytes = max(rep.RssAnonBytes, anon)
 		}
 	}
+
+	rep.ratios()
 	rep.budgets(o.DedupCap)
 	rep.Notes = append(rep.Notes,
-		"generator CPU is the whole bench process (getrusage): the load generator plus the fake origin and the counting webhook",
-		"server CPU is utime+stime of the server process from /proc/<pid>/stat over the load phase (10 ms resolution)",
-		"one round per phase, not the medians of ≥ 3 interleaved rounds DESIGN §8 asks for: repeat runs before trusting a ratio")
+		"generator CPU: "+gen.cpuNote(),
+		"server CPU is utime+stime of the server's processes from /proc/<pid>/stat over the phase (10 ms resolution)")
+	if o.Rounds < 3 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d round(s), not the medians of ≥ 3 interleaved rounds DESIGN §8 asks for", o.Rounds))
+	}
 	if !o.Pin {
 		rep.Notes = append(rep.Notes, "not pinned: sidetrack, the generator and the fakes share all CPUs (use -pin on a 2-core machine)")
 	}
 	return rep, nil
 }
 
-// measured is one load phase with the raw result and the server's CPU at its start.
+// pidsOf is the child's own pid as a CPU source.
+func pidsOf(c *child) func() []int { return func() []int { return []int{c.pid()} } }
+
+// measured is one load phase with the raw result.
 type measured struct {
-	phase     Phase
-	res       *loadResult
-	cpuBefore time.Duration
+	phase Phase
+	res   *loadResult
 }
 
-// measure drives base for o.Duration and reads the server's (pid, when
-// known) and the bench's own CPU around it.
-func measure(ctx context.Context, pid int, base string, wl *workload, o options, keepIDs bool) (*measured, error) {
-	var before, after time.Duration
-	if pid > 0 {
+// measure drives s with l and reads the server's and the generator's CPU
+// around it.
+func measure(ctx context.Context, s *phaseServer, gen generator, l load) (*measured, error) {
+	var pids []int
+	if s.pids != nil {
+		pids = s.pids()
+	}
+	var before time.Duration
+	if len(pids) > 0 {
 		var err error
-		if before, err = procCPU(pid); err != nil {
+		if before, err = treeCPU(pids); err != nil {
 			return nil, err
 		}
 	}
-	genBefore := selfCPU()
-	res, err := drive(ctx, base, wl, o.Connections, o.Duration, keepIDs)
+	res, genCPU, err := gen.run(ctx, s.base, s.wl, l)
 	if err != nil {
 		return nil, err
 	}
-	genCPU := selfCPU() - genBefore
-	m := &measured{phase: phaseFrom(res), res: res, cpuBefore: before}
+	m := &measured{phase: phaseFrom(res), res: res}
 	m.phase.GeneratorCPUSec = round(genCPU.Seconds(), 2)
 	if res.Sent > 0 {
 		m.phase.GeneratorUsReq = round(float64(genCPU.Microseconds())/float64(res.Sent), 1)
 	}
-	if pid > 0 {
-		if after, err = procCPU(pid); err != nil {
+	if len(pids) > 0 {
+		after, err := treeCPU(pids)
+		if err != nil {
 			return nil, err
 		}
 		cpu := after - before
@@ -191,12 +331,12 @@ func measure(ctx context.Context, pid int, base string, wl *workload, o options,
 		if res.Sent > 0 {
 			m.phase.ServerCPUUsReq = round(float64(cpu.Microseconds())/float64(res.Sent), 1)
 		}
-		if hwm, anon, err := procMem(pid); err == nil {
+		if hwm, anon, err := procMem(pids[0]); err == nil {
 			m.phase.PeakRSSBytes, m.phase.RssAnonBytes = hwm, anon
 		}
 	}
 	if res.Sent == 0 {
-		return nil, fmt.Errorf("no request completed against %s", base)
+		return nil, fmt.Errorf("no request completed against %s (%s)", s.base, res.FirstError)
 	}
 	return m, nil
 }
