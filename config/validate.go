@@ -283,6 +283,9 @@ func (v *validator) misc(c *Config) {
 	if a.DLQDepth < 0 {
 		v.add("alerts.dlq_depth", "must not be negative (0 disables)")
 	}
+	if a.MinEvents < 0 {
+		v.add("alerts.min_events", "must not be negative")
+	}
 }
 
 func (v *validator) spool(c *Config) {

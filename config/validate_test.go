@@ -101,6 +101,7 @@ func TestValidateEachCheck(t *testing.T) {
 		{"spool fsync two", func(c *Config) { c.Spool.Fsync.Never = true }, "spool.fsync", "always, never or a positive interval"},
 		{"dlq", func(c *Config) { c.DLQ.MaxAge = 0 }, "dlq.max_age", "positive"},
 		{"alerts", func(c *Config) { c.Alerts.VolumeDrop = 2 }, "alerts.volume_drop", "[0, 1]"},
+		{"alerts min_events", func(c *Config) { c.Alerts.MinEvents = -1 }, "alerts.min_events", "negative"},
 		{"dest name empty", func(c *Config) { c.Destinations[0].Name = "" }, "destinations[0].name", "required"},
 		{"dest name chars", func(c *Config) { c.Destinations[0].Name = "Archive" }, "destinations[0] (Archive).name", "lower-case letters"},
 		{"dest name double sep", func(c *Config) { c.Destinations[0].Name = "a__b" }, "destinations[0] (a__b).name", "single '-' or '_'"},
