@@ -262,7 +262,6 @@ func TestAlerts(t *testing.T) {
 	type step struct {
 		at       time.Duration // from the start
 		n        int
-		name     string
 		o        enrich.Outcome
 		mods     []func(*enrich.Event)
 		dlq      int64
