@@ -62,6 +62,7 @@ type deliverer struct {
 	flushing    bool
 	op          *resolveOp
 	stats       outcomeCounts
+	fails       failLog
 }
 
 // sendResult is what a send goroutine reports.

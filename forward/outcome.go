@@ -56,6 +56,7 @@ func (x *deliverer) handle(r sendResult) {
 			continue
 		}
 		c := classify(err)
+		x.fails.note(x.log, now, c, 1)
 		switch c.kind {
 		case failTooLarge:
 			x.held--
@@ -105,6 +106,7 @@ func allRetryable(per []error, n int) (classified, bool) {
 
 // failBatch applies a failure of the whole request to b.
 func (x *deliverer) failBatch(b *batch, c classified, now time.Time) {
+	x.fails.note(x.log, now, c, len(b.items))
 	if c.kind != failPause && x.paused {
 		// A probe got an answer other than 401/403: credentials work.
 		x.resume()
