@@ -19,6 +19,7 @@ import (
 	"github.com/sidetrack/sidetrack/enrich"
 	"github.com/sidetrack/sidetrack/forward"
 	"github.com/sidetrack/sidetrack/proxy"
+	"github.com/sidetrack/sidetrack/quality"
 )
 
 // serveOptions are the run command's inputs.
@@ -148,18 +149,21 @@ func serve(ctx context.Context, o serveOptions) error {
 		return err
 	}
 
+	dq := quality.New(cfg, quality.WithDLQDepth(spool.DLQDepth))
 	srv, err := proxy.New(cfg, log, proxy.Options{
-		Ready:    spool,
-		Sink:     spool,
-		Pipeline: st.pipeline,
-		Events:   pool,
-		Pages:    st.identity,
-		Metrics:  []proxy.MetricsWriter{spool.Metrics(), dedupMetrics(st.dedup)},
+		Ready:     spool,
+		Sink:      spool,
+		Pipeline:  st.pipeline,
+		Events:    pool,
+		Pages:     st.identity,
+		Metrics:   []proxy.MetricsWriter{spool.Metrics(), dedupMetrics(st.dedup), dq.Metrics()},
+		Observers: []proxy.EventObserver{dq},
 	})
 	if err != nil {
 		return err
 	}
 	srv.HandleDeadLetters(spool)
+	srv.HandleStatus(statusSources(spool, dq))
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -180,8 +184,8 @@ func serve(ctx context.Context, o serveOptions) error {
 		zap.String("origin", cfg.Origin),
 		zap.Bool("dev", cfg.Dev))
 	if o.demo {
-		fmt.Fprintf(o.stdout, "\nsidetrack demo is running.\n  Shop (through sidetrack): http://%s/\n  Events written to:        %s\n  Metrics:                  http://%s/metrics\n\n",
-			displayAddr(ln.Addr()), firstNDJSONPath(cfg), displayAddr(adminLn.Addr()))
+		fmt.Fprintf(o.stdout, "\nsidetrack demo is running.\n  Shop (through sidetrack): http://%s/\n  Events written to:        %s\n  Metrics:                  http://%s/metrics\n  Status:                   http://%s/status\n\n",
+			displayAddr(ln.Addr()), firstNDJSONPath(cfg), displayAddr(adminLn.Addr()), displayAddr(adminLn.Addr()))
 	}
 	if o.ready != nil {
 		o.ready(ln.Addr(), adminLn.Addr())
@@ -255,4 +259,14 @@ func firstNDJSONPath(cfg *config.Config) string {
 		}
 	}
 	return "(none)"
+}
+
+// statusSources are the parts of /status.json that delivery and the
+// data-quality tracker own.
+func statusSources(spool *forward.Spool, dq *quality.Tracker) proxy.StatusSources {
+	return proxy.StatusSources{
+		Delivery:   func() (any, error) { return spool.Status(), nil },
+		Quality:    func() (any, error) { return dq.Snapshot(), nil },
+		Quarantine: func() (any, error) { return spool.RecentQuarantine(20) },
+	}
 }

@@ -2,6 +2,7 @@ package quality
 
 import (
 	"hash/maphash"
+	"strconv"
 	"time"
 )
 
@@ -148,7 +149,7 @@ func (t *Tracker) Reconciliation() Reconciliation {
 	r := &t.recon
 	r.expire(t.now())
 	out := Reconciliation{
-		Window: t.reconWindow.String(), BackendOrders: r.backend, BrowserPurchases: r.browser, Matched: r.both,
+		Window: shortDuration(t.reconWindow), BackendOrders: r.backend, BrowserPurchases: r.browser, Matched: r.both,
 		BackendOrdersTotal: r.backendTotal, BrowserPurchasesTotal: r.browserTotal, MatchedTotal: r.matchedTotal,
 		Evicted: r.evicted,
 	}
@@ -159,4 +160,12 @@ func (t *Tracker) Reconciliation() Reconciliation {
 		out.BrowserMatchedRatio = float64(r.both) / float64(r.browser)
 	}
 	return out
+}
+
+// shortDuration writes whole hours as "24h" rather than "24h0m0s".
+func shortDuration(d time.Duration) string {
+	if d >= time.Hour && d%time.Hour == 0 {
+		return strconv.FormatInt(int64(d/time.Hour), 10) + "h"
+	}
+	return d.String()
 }
