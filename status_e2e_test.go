@@ -233,6 +233,23 @@ func TestStatusFigures(t *testing.T) {
 	if len(st.Notes) != 1 || !strings.Contains(st.Notes[0], "unverified") && !strings.Contains(st.Notes[0], "not verified") {
 		t.Errorf("notes %q", st.Notes)
 	}
+	// The curl example of docs/metrics.md runs as written.
+	if _, err := exec.LookPath("curl"); err == nil {
+		doc, err := os.ReadFile("docs/metrics.md")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ex := regexp.MustCompile("(?s)```sh\n(curl [^`]*?/status.json)\n```").FindSubmatch(doc)
+		if ex == nil {
+			t.Fatal("no /status.json example in docs/metrics.md")
+		}
+		cmd := exec.Command("sh", "-c", strings.ReplaceAll(string(ex[1]), "http://127.0.0.1:9090", in.admin))
+		cmd.Env = append(cleanEnv(), "ADMIN_TOKEN=admin-token-0123456789")
+		out, err := cmd.Output()
+		if err != nil || !json.Valid(out) || !bytes.Contains(out, []byte(`"throughput"`)) {
+			t.Errorf("docs example: %v %s", err, out)
+		}
+	}
 	// PII never reaches the status data.
 	for _, pii := range []string{"jane", "Jane", "example.com"} {
 		if bytes.Contains(body, []byte(pii)) {
