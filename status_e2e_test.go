@@ -173,6 +173,8 @@ func TestStatusFigures(t *testing.T) {
 				Delivered    int
 				DeadLettered int `json:"dead_lettered"`
 				DLQEvents    int `json:"dlq_events"`
+				Orders       int `json:"orders_delivered"`
+				OrdersDead   int `json:"orders_dead_lettered"`
 			}
 		}
 		Quality struct {
@@ -203,12 +205,13 @@ func TestStatusFigures(t *testing.T) {
 	}
 	got := map[string]string{}
 	for _, d := range st.Delivery.Destinations {
-		got[d.Name] = fmt.Sprintf("%s verified=%v delivered=%d dead=%d dlq=%d", d.Type, d.Verified, d.Delivered, d.DeadLettered, d.DLQEvents)
+		got[d.Name] = fmt.Sprintf("%s verified=%v orders=%d/%d delivered=%d dead=%d dlq=%d", d.Type, d.Verified, d.Orders, d.OrdersDead,
+			d.Delivered, d.DeadLettered, d.DLQEvents)
 	}
 	want := map[string]string{
-		"local":  fmt.Sprintf("ndjson verified=true delivered=%d dead=0 dlq=0", statusAccepted),
-		"hook":   fmt.Sprintf("webhook verified=true delivered=0 dead=%d dlq=%d", statusAccepted, statusAccepted),
-		"google": "ga4 verified=false delivered=",
+		"local":  fmt.Sprintf("ndjson verified=true orders=2/0 delivered=%d dead=0 dlq=0", statusAccepted),
+		"hook":   fmt.Sprintf("webhook verified=true orders=0/2 delivered=0 dead=%d dlq=%d", statusAccepted, statusAccepted),
+		"google": "ga4 verified=false orders=",
 	}
 	for k, w := range want {
 		if !strings.HasPrefix(got[k], w) {
@@ -295,13 +298,10 @@ type browserProxy struct {
 
 func (p *browserProxy) handler(admin string) http.Handler {
 	target, _ := url.Parse(admin)
-	rp := httputil.NewSingleHostReverseProxy(target)
-	director := rp.Director
-	rp.Director = func(r *http.Request) {
-		director(r)
-		r.Host = target.Host
-		r.Header.Set("Authorization", "Bearer admin-token-0123456789")
-	}
+	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.Out.Header.Set("Authorization", "Bearer admin-token-0123456789")
+	}}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host := r.Host
 		if r.Method != http.MethodConnect && r.URL.Host != "" {
@@ -428,6 +428,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 		{"coverage", "page_viewed", "direct", "33.3%"},
 		{"coverage", "order_completed", "hashed_email", "50.0%"},
 		{"recon", "matched", "window", "1"},
+		{"orders", "local", "delivered", "2"},
+		{"orders", "local", "share", "100.0%"},
+		{"orders", "hook", "dead_lettered", "2"},
 		{"recon", "backend_matched", "window", "50.0%"},
 		{"recon", "browser_matched", "window", "100.0%"},
 		{"alerts", "dlq_depth", "state", "firing"},

@@ -74,7 +74,7 @@ type sendResult struct {
 }
 
 // outcomeCounts are metric increments, published after a commit.
-type outcomeCounts struct{ delivered, retried, dead, dryRun int }
+type outcomeCounts struct{ delivered, retried, dead, dryRun, orders, ordersDead int }
 
 func newDeliverer(s *Spool, d *destState) *deliverer {
 	c := d.cfg

@@ -173,6 +173,9 @@ func (x *deliverer) requeue(b *batch) {
 func (x *deliverer) done(it *item) {
 	x.op.done = append(x.op.done, it)
 	x.stats.delivered++
+	if isOrder(it) {
+		x.stats.orders++
+	}
 }
 
 // deadLetter records an item for the destination's DLQ.
@@ -187,6 +190,9 @@ func (x *deliverer) deadLetter(it *item, reason string, c classified, now time.T
 			status: c.status, excerpt: c.excerpt, json: json},
 	})
 	x.stats.dead++
+	if isOrder(it) {
+		x.stats.ordersDead++
+	}
 }
 
 // retryLater parks a failed item in the retry set, or dead-letters it
@@ -258,6 +264,8 @@ func (x *deliverer) commit(now time.Time) {
 	m.retried.Add(x.stats.retried)
 	m.deadLettered.Add(x.stats.dead)
 	m.dryRun.Add(x.stats.dryRun)
+	x.d.ordersDelivered.Add(int64(x.stats.orders))
+	x.d.ordersDead.Add(int64(x.stats.ordersDead))
 	x.stats = outcomeCounts{}
 }
 

@@ -32,6 +32,11 @@ type DestinationStatus struct {
 	// OldestAgeSeconds is the age of the oldest undelivered event (0 when
 	// none is waiting).
 	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	// OrdersDelivered and OrdersDeadLettered count order_completed
+	// events: the purchases this destination got, to set against the
+	// orders placed.
+	OrdersDelivered    int64 `json:"orders_delivered"`
+	OrdersDeadLettered int64 `json:"orders_dead_lettered"`
 }
 
 // SpoolStatus is the spool's state for the status page.
@@ -60,6 +65,7 @@ func (s *Spool) Status() SpoolStatus {
 			DryRun: d.cfg.DryRun, Paused: d.paused.Load(),
 			DLQEvents: d.dlq.events.Load(), DLQBytes: d.dlq.bytes.Load(),
 			BacklogEvents: d.backlogEvents.Load(), BacklogBytes: d.backlogBytes.Load(),
+			OrdersDelivered: d.ordersDelivered.Load(), OrdersDeadLettered: d.ordersDead.Load(),
 		}
 		if m.delivered != nil {
 			ds.Delivered, ds.Retried, ds.DeadLettered, ds.Dropped = m.delivered.Get(), m.retried.Get(), m.deadLettered.Get(), m.dropped.Get()
@@ -141,3 +147,7 @@ func shown(b []byte) string {
 	}
 	return string(out)
 }
+
+// isOrder reports whether it is a placed order (the canonical
+// order_completed: gtag purchase, Segment Order Completed, …).
+func isOrder(it *item) bool { return it.ev != nil && it.ev.Name == "order_completed" }

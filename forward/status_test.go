@@ -46,9 +46,16 @@ func TestStatus(t *testing.T) {
 	appendIDs(t, s, pool, ids("ok", 10)...)
 	appendIDs(t, s, pool, ids("bad", 50)...)
 	appendIDs(t, s, pool, ids("gone", 10)...)
-	waitFor(t, "70 outcomes at a", func() bool {
+	orders := []*enrich.Event{newEvent(pool, "ok-order-1"), newEvent(pool, "ok-order-2"), newEvent(pool, "bad-order")}
+	for _, e := range orders {
+		e.Name = "order_completed"
+	}
+	if err := s.Append(context.Background(), orders); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "73 outcomes at a", func() bool {
 		st := s.Status().Destinations[0]
-		return st.Delivered+st.DeadLettered == 70
+		return st.Delivered+st.DeadLettered == 73
 	})
 	waitFor(t, "b done", func() bool { return s.Status().Destinations[1].BacklogEvents == 0 })
 
@@ -61,14 +68,15 @@ func TestStatus(t *testing.T) {
 	}
 	st := s.Status()
 	sa, sb := st.Destinations[0], st.Destinations[1]
-	if sa.Name != "a" || sa.Type != "ndjson" || !sa.Verified || sa.Delivered != 10 || sa.DeadLettered != 60 ||
-		sa.DLQEvents != 60 || sa.DLQBytes == 0 || sa.BacklogEvents != 0 || sa.OldestAgeSeconds != 0 || sa.Paused {
+	if sa.Name != "a" || sa.Type != "ndjson" || !sa.Verified || sa.Delivered != 12 || sa.DeadLettered != 61 ||
+		sa.DLQEvents != 61 || sa.DLQBytes == 0 || sa.BacklogEvents != 0 || sa.Paused ||
+		sa.OrdersDelivered != 2 || sa.OrdersDeadLettered != 1 {
 		t.Errorf("a: %+v", sa)
 	}
 	if sb.Name != "b" || sb.Verified || !sb.DryRun || sb.DLQEvents != 0 {
 		t.Errorf("b: %+v", sb)
 	}
-	if st.QuarantineEvents != 3 || s.DLQDepth() != 60 {
+	if st.QuarantineEvents != 3 || s.DLQDepth() != 61 {
 		t.Errorf("quarantine %d, dlq depth %d", st.QuarantineEvents, s.DLQDepth())
 	}
 	recent, err := s.RecentQuarantine(2)
