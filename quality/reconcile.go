@@ -38,12 +38,15 @@ type reconEntry struct {
 // order of first sighting and a map from hashed id to ring slot. Running
 // counts make the ratios O(1).
 type reconciler struct {
-	seed   maphash.Seed
-	window time.Duration
-	ring   []reconEntry
-	head   int // oldest
-	n      int
-	index  map[uint64]int
+	seed     maphash.Seed
+	window   time.Duration
+	capacity int
+	// ring grows by append until it holds capacity entries (head+n is
+	// then always len(ring)), and wraps around from then on.
+	ring  []reconEntry
+	head  int // oldest
+	n     int
+	index map[uint64]int
 
 	backend, browser, both int64
 	// Totals since start, for the page ("orders seen").
@@ -51,8 +54,11 @@ type reconciler struct {
 	evicted                                  uint64
 }
 
+// newReconciler returns an empty reconciler; its ring and index grow with
+// use up to capacity (about 50 bytes per id), so a quiet shop does not pay
+// for a busy one's table.
 func newReconciler(capacity int, window time.Duration, seed maphash.Seed) reconciler {
-	return reconciler{seed: seed, window: window, ring: make([]reconEntry, capacity), index: make(map[uint64]int, capacity)}
+	return reconciler{seed: seed, window: window, capacity: capacity, index: map[uint64]int{}}
 }
 
 func (r *reconciler) add(tx string, s side, now time.Time) {
@@ -71,12 +77,19 @@ func (r *reconciler) add(tx string, s side, now time.Time) {
 		}
 		return
 	}
-	if r.n == len(r.ring) {
+	if r.n == r.capacity {
 		r.evictHead()
 		r.evicted++
 	}
-	i := (r.head + r.n) % len(r.ring)
-	r.ring[i] = reconEntry{key: key, at: now.Unix(), sides: s}
+	e := reconEntry{key: key, at: now.Unix(), sides: s}
+	var i int
+	if len(r.ring) < r.capacity {
+		i = len(r.ring)
+		r.ring = append(r.ring, e)
+	} else {
+		i = (r.head + r.n) % len(r.ring)
+		r.ring[i] = e
+	}
 	r.n++
 	r.index[key] = i
 	r.count(s, 1)
@@ -117,7 +130,10 @@ func (r *reconciler) evictHead() {
 	if e.sides == sideBackend|sideBrowser {
 		r.both--
 	}
-	r.head = (r.head + 1) % len(r.ring)
+	r.head++
+	if r.head == r.capacity {
+		r.head = 0
+	}
 	r.n--
 }
 

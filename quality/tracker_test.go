@@ -3,7 +3,9 @@ package quality
 import (
 	"bytes"
 	"fmt"
+	"hash/maphash"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -372,4 +374,69 @@ func BenchmarkObserveEvent(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestReconcilerModel runs random adds and clock moves against a plain
+// slice model of the same rules (expiry by first sighting, FIFO eviction
+// at capacity), through the ring's growing and wrapping phases.
+func TestReconcilerModel(t *testing.T) {
+	type entry struct {
+		tx    string
+		at    int64
+		sides side
+	}
+	for seed := range 20 {
+		rng := rand.New(rand.NewPCG(uint64(seed), 7))
+		const capacity = 16
+		window := time.Hour
+		r := newReconciler(capacity, window, maphash.MakeSeed())
+		var model []entry
+		now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		for step := range 400 {
+			now = now.Add(time.Duration(rng.IntN(30)) * time.Minute)
+			if rng.IntN(8) == 0 {
+				now = now.Add(2 * window) // everything expires
+			}
+			tx := fmt.Sprint("T", rng.IntN(40))
+			s := side(1 + rng.IntN(2))
+			r.add(tx, s, now)
+			// The model.
+			cut := now.Add(-window).Unix()
+			for len(model) > 0 && model[0].at < cut {
+				model = model[1:]
+			}
+			found := false
+			for i := range model {
+				if model[i].tx == tx {
+					model[i].sides |= s
+					found = true
+				}
+			}
+			if !found {
+				if len(model) == capacity {
+					model = model[1:]
+				}
+				model = append(model, entry{tx, now.Unix(), s})
+			}
+			var backend, browser, both int64
+			for _, e := range model {
+				if e.sides&sideBackend != 0 {
+					backend++
+				}
+				if e.sides&sideBrowser != 0 {
+					browser++
+				}
+				if e.sides == sideBackend|sideBrowser {
+					both++
+				}
+			}
+			if r.backend != backend || r.browser != browser || r.both != both || r.n != len(model) || len(r.index) != len(model) {
+				t.Fatalf("seed %d step %d: ring %d/%d/%d n=%d index=%d, model %d/%d/%d n=%d", seed, step,
+					r.backend, r.browser, r.both, r.n, len(r.index), backend, browser, both, len(model))
+			}
+			if len(r.ring) > capacity {
+				t.Fatalf("ring grew to %d", len(r.ring))
+			}
+		}
+	}
 }
