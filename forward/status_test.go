@@ -153,3 +153,33 @@ func TestFailLogSamples(t *testing.T) {
 		t.Errorf("%d classes kept", len(f.classes))
 	}
 }
+
+func TestRedactAnswer(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{`{"error":"invalid token","code":190}`, `{"error":"invalid token","code":190}`},
+		{`bad email jane.doe@example.com in field em`, `bad email [redacted] in field em`},
+		{`{"em":"Jane@Example.com"}`, `{"em":"[redacted]"}`},
+		{`phone +49 30 1234567 rejected`, `phone [redacted] rejected`},
+		{`call (415) 555-0123.`, `call [redacted].`},
+		{`HTTP 400 at 2026-01-02`, `HTTP 400 at 2026-01-02`},
+		{`trace AbC123xyz`, `trace AbC123xyz`},
+	}
+	for _, tc := range tests {
+		if got := redactAnswer(tc.in); got != tc.want {
+			t.Errorf("redactAnswer(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// FuzzRedactAnswer: any answer, no panic, and no '@' word survives.
+func FuzzRedactAnswer(f *testing.F) {
+	f.Add(`{"error":"bad em a@b.c"}`)
+	f.Add("+1 (415) 555-0123")
+	f.Add("2026-01-02 12345678")
+	f.Fuzz(func(t *testing.T, s string) {
+		if out := redactAnswer(s); strings.Contains(out, "@") {
+			t.Fatalf("redactAnswer(%q) = %q", s, out)
+		}
+	})
+}
