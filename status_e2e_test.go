@@ -154,6 +154,18 @@ func TestStatusFigures(t *testing.T) {
 		{`sidetrack_dlq_events{destination="hook"}`, statusAccepted},
 		{`sidetrack_spool_oldest_age_seconds{destination="local"}`, 0},
 		{`sidetrack_quarantine_events`, 1},
+		{`sidetrack_deliveries_total{destination="google",outcome="delivered"}`, statusAccepted},
+		{`sidetrack_retries_total{destination="hook"}`, 0},
+		{`sidetrack_requests_total{route="collect",code="204"}`, 8},
+		{`sidetrack_requests_total{route="collect",code="422"}`, 1},
+		{`sidetrack_ingest_rejected_total{route="collect",reason="invalid"}`, 1},
+		{`sidetrack_events_total{source="collect",name="page_viewed",outcome="accepted"}`, 4},
+		{`sidetrack_events_total{source="collect",name="page_viewed",outcome="invalid"}`, 1},
+		{`sidetrack_events_total{source="backend",name="order_completed",outcome="duplicate"}`, 1},
+		{`sidetrack_events_total{source="backend",name="order_completed",outcome="accepted"}`, 1},
+		{`sidetrack_events_total{source="ga4",name="order_completed",outcome="quarantined"}`, 1},
+		{`sidetrack_dedup_checks_total{result="duplicate"}`, 1},
+		{`sidetrack_spool_events`, 0},
 	}
 	for _, s := range series {
 		if got := in.metric(s.name); fmt.Sprintf("%.6f", got) != fmt.Sprintf("%.6f", s.want) {
@@ -285,7 +297,11 @@ func chromium(t *testing.T) string {
 
 // pageHost is the name the browser loads the status page under; the
 // test's proxy maps it to the admin port and adds the admin token.
-const pageHost = "sidetrack.status"
+// bareHost maps to the admin port too, without the token.
+const (
+	pageHost = "sidetrack.status"
+	bareHost = "sidetrack.bare"
+)
 
 // browserProxy is the only way out of the test's browser: requests for
 // pageHost go to sidetrack's admin port with the token, anything else is
@@ -299,22 +315,29 @@ type browserProxy struct {
 func (p *browserProxy) handler(admin string) http.Handler {
 	target, _ := url.Parse(admin)
 	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		host := r.In.Host
+		if r.In.URL.Host != "" {
+			host = r.In.URL.Host
+		}
 		r.SetURL(target)
-		r.Out.Header.Set("Authorization", "Bearer admin-token-0123456789")
+		if host == pageHost {
+			r.Out.Header.Set("Authorization", "Bearer admin-token-0123456789")
+		}
 	}}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host := r.Host
 		if r.Method != http.MethodConnect && r.URL.Host != "" {
 			host = r.URL.Host
 		}
+		ours := host == pageHost || host == bareHost
 		p.mu.Lock()
-		if host == pageHost {
+		if ours {
 			p.admin = append(p.admin, r.Method+" "+r.URL.Path)
 		} else {
 			p.external = append(p.external, r.Method+" "+host+r.URL.Path)
 		}
 		p.mu.Unlock()
-		if host != pageHost {
+		if !ours {
 			http.Error(w, "no external requests", http.StatusForbidden)
 			return
 		}
@@ -447,6 +470,14 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	if !strings.Contains(dom, "GA4") || !strings.Contains(dom, "<polyline") && !strings.Contains(dom, "collecting samples") {
 		t.Error("the GA4 note or the throughput chart is missing")
+	}
+
+	// Without the token the page asks for it instead of showing data.
+	out, errOut = runChromium(t, bin, proxyAddr, "--dump-dom", "http://"+bareHost+"/status")
+	bare := string(out)
+	if !strings.Contains(bare, `id="login" style="display: block;"`) || !strings.Contains(bare, "admin token required") ||
+		strings.Contains(bare, `data-loaded="1"`) {
+		t.Errorf("without the token the page does not ask for it:\n%s\n%s", bare, errOut)
 	}
 
 	dir := os.Getenv("ARTIFACTS")
