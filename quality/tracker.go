@@ -50,7 +50,8 @@ const (
 	nDims
 )
 
-// Dimensions are the coverage dimensions, in the order of DESIGN §7.
+// dimensionNames are the `dimension` label values, in the order of
+// DESIGN §7.
 var dimensionNames = [...]string{"click_id", "consent", "hashed_email", "source_medium", "joined", "direct"}
 
 // Dimensions returns the coverage dimension names (the `dimension` label).
