@@ -19,6 +19,7 @@ import (
 	"github.com/sidetrack/sidetrack/enrich"
 	"github.com/sidetrack/sidetrack/forward"
 	"github.com/sidetrack/sidetrack/proxy"
+	"github.com/sidetrack/sidetrack/quality"
 )
 
 // serveOptions are the run command's inputs.
@@ -150,8 +151,9 @@ func serve(ctx context.Context, o serveOptions) error {
 
 	// The live trace (debug.trace_events: 0 turns it off) watches every
 	// event; it records only while someone looks at /debug/events.
+	dq := quality.New(cfg, quality.WithDLQDepth(spool.DLQDepth))
+	observers := []proxy.EventObserver{dq}
 	var tracer *proxy.Tracer
-	var observers []proxy.EventObserver
 	if cfg.Debug.TraceEvents > 0 {
 		tracer = proxy.NewTracer(cfg.Debug, spoolExplainer{spool}, nil)
 		observers = append(observers, tracer)
@@ -162,7 +164,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		Pipeline:  st.pipeline,
 		Events:    pool,
 		Pages:     st.identity,
-		Metrics:   []proxy.MetricsWriter{spool.Metrics(), dedupMetrics(st.dedup)},
+		Metrics:   []proxy.MetricsWriter{spool.Metrics(), dedupMetrics(st.dedup), dq.Metrics()},
 		Observers: observers,
 	})
 	if err != nil {
@@ -170,6 +172,7 @@ func serve(ctx context.Context, o serveOptions) error {
 	}
 	srv.HandleDeadLetters(spool)
 	srv.HandleTrace(tracer)
+	srv.HandleStatus(statusSources(spool, dq))
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -190,8 +193,8 @@ func serve(ctx context.Context, o serveOptions) error {
 		zap.String("origin", cfg.Origin),
 		zap.Bool("dev", cfg.Dev))
 	if o.demo {
-		fmt.Fprintf(o.stdout, "\nsidetrack demo is running.\n  Shop (through sidetrack): http://%s/\n  Events written to:        %s\n  Metrics:                  http://%s/metrics\n\n",
-			displayAddr(ln.Addr()), firstNDJSONPath(cfg), displayAddr(adminLn.Addr()))
+		fmt.Fprintf(o.stdout, "\nsidetrack demo is running.\n  Shop (through sidetrack): http://%s/\n  Events written to:        %s\n  Metrics:                  http://%s/metrics\n  Status:                   http://%s/status\n\n",
+			displayAddr(ln.Addr()), firstNDJSONPath(cfg), displayAddr(adminLn.Addr()), displayAddr(adminLn.Addr()))
 	}
 	if o.ready != nil {
 		o.ready(ln.Addr(), adminLn.Addr())
@@ -265,4 +268,14 @@ func firstNDJSONPath(cfg *config.Config) string {
 		}
 	}
 	return "(none)"
+}
+
+// statusSources are the parts of /status.json that delivery and the
+// data-quality tracker own.
+func statusSources(spool *forward.Spool, dq *quality.Tracker) proxy.StatusSources {
+	return proxy.StatusSources{
+		Delivery:   func() (any, error) { return spool.Status(), nil },
+		Quality:    func() (any, error) { return dq.Snapshot(), nil },
+		Quarantine: func() (any, error) { return spool.RecentQuarantine(20) },
+	}
 }

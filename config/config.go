@@ -415,4 +415,7 @@ type Alerts struct {
 	VolumeDrop         float64 `yaml:"volume_drop"`
 	ValidationFailRate float64 `yaml:"validation_fail_rate"`
 	DLQDepth           int64   `yaml:"dlq_depth"`
+	// MinEvents is the sample below which the ratio alerts stay quiet: a
+	// share of a handful of events is noise, not a trend.
+	MinEvents int64 `yaml:"min_events"`
 }

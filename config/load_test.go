@@ -89,7 +89,7 @@ func TestDefaultsMatchDesign(t *testing.T) {
 		{"spool", c.Spool, Spool{Type: "local", Dir: "./sidetrack-data/spool", MaxBytes: 4 << 30, Fsync: Fsync{Interval: 50 * time.Millisecond}, Brokers: []string{}}},
 		{"dlq", c.DLQ, DLQ{MaxBytes: 1 << 30, MaxAge: d("14d")}},
 		{"scripts", len(c.Scripts), 0},
-		{"alerts", c.Alerts, Alerts{}},
+		{"alerts", c.Alerts, Alerts{MinEvents: 100}},
 		{"debug", c.Debug, Debug{TraceEvents: 200, TraceWindow: d("10m")}},
 		{"shutdown_timeout", c.ShutdownTimeout, d("15s")},
 		{"drain_delay", c.DrainDelay, d("5s")},

@@ -289,6 +289,9 @@ func (v *validator) misc(c *Config) {
 	if c.Debug.TraceEvents > 0 {
 		v.positive("debug.trace_window", c.Debug.TraceWindow)
 	}
+	if a.MinEvents < 0 {
+		v.add("alerts.min_events", "must not be negative")
+	}
 }
 
 func (v *validator) spool(c *Config) {

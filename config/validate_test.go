@@ -104,6 +104,7 @@ func TestValidateEachCheck(t *testing.T) {
 		{"trace events negative", func(c *Config) { c.Debug.TraceEvents = -1 }, "debug.trace_events", "not in [0, 10000]"},
 		{"trace events too many", func(c *Config) { c.Debug.TraceEvents = 10001 }, "debug.trace_events", "not in [0, 10000]"},
 		{"trace window", func(c *Config) { c.Debug.TraceWindow = 0 }, "debug.trace_window", "positive"},
+		{"alerts min_events", func(c *Config) { c.Alerts.MinEvents = -1 }, "alerts.min_events", "negative"},
 		{"dest name empty", func(c *Config) { c.Destinations[0].Name = "" }, "destinations[0].name", "required"},
 		{"dest name chars", func(c *Config) { c.Destinations[0].Name = "Archive" }, "destinations[0] (Archive).name", "lower-case letters"},
 		{"dest name double sep", func(c *Config) { c.Destinations[0].Name = "a__b" }, "destinations[0] (a__b).name", "single '-' or '_'"},

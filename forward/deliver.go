@@ -62,6 +62,7 @@ type deliverer struct {
 	flushing    bool
 	op          *resolveOp
 	stats       outcomeCounts
+	fails       failLog
 }
 
 // sendResult is what a send goroutine reports.
@@ -73,7 +74,7 @@ type sendResult struct {
 }
 
 // outcomeCounts are metric increments, published after a commit.
-type outcomeCounts struct{ delivered, retried, dead, dryRun int }
+type outcomeCounts struct{ delivered, retried, dead, dryRun, orders, ordersDead int }
 
 func newDeliverer(s *Spool, d *destState) *deliverer {
 	c := d.cfg
@@ -183,6 +184,12 @@ func (x *deliverer) nextWake(now time.Time) time.Time {
 		}
 	}
 	earliest(x.b.next())
+	if x.d.oldestMs.Load() != 0 && x.caughtUp && x.held == 0 && x.retries.next().IsZero() {
+		// Everything is delivered but the oldest-age gauge still shows
+		// an event: wake once more so it falls back to 0 rather than
+		// growing until the next event arrives.
+		earliest(x.nextGauge)
+	}
 	switch {
 	case x.paused:
 		// A probe needs something to send; with nothing held or left to

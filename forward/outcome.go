@@ -56,6 +56,7 @@ func (x *deliverer) handle(r sendResult) {
 			continue
 		}
 		c := classify(err)
+		x.fails.note(x.log, now, c, 1)
 		switch c.kind {
 		case failTooLarge:
 			x.held--
@@ -105,6 +106,7 @@ func allRetryable(per []error, n int) (classified, bool) {
 
 // failBatch applies a failure of the whole request to b.
 func (x *deliverer) failBatch(b *batch, c classified, now time.Time) {
+	x.fails.note(x.log, now, c, len(b.items))
 	if c.kind != failPause && x.paused {
 		// A probe got an answer other than 401/403: credentials work.
 		x.resume()
@@ -171,6 +173,9 @@ func (x *deliverer) requeue(b *batch) {
 func (x *deliverer) done(it *item) {
 	x.op.done = append(x.op.done, it)
 	x.stats.delivered++
+	if isOrder(it) {
+		x.stats.orders++
+	}
 }
 
 // deadLetter records an item for the destination's DLQ.
@@ -185,6 +190,9 @@ func (x *deliverer) deadLetter(it *item, reason string, c classified, now time.T
 			status: c.status, excerpt: c.excerpt, json: json},
 	})
 	x.stats.dead++
+	if isOrder(it) {
+		x.stats.ordersDead++
+	}
 }
 
 // retryLater parks a failed item in the retry set, or dead-letters it
@@ -256,6 +264,8 @@ func (x *deliverer) commit(now time.Time) {
 	m.retried.Add(x.stats.retried)
 	m.deadLettered.Add(x.stats.dead)
 	m.dryRun.Add(x.stats.dryRun)
+	x.d.ordersDelivered.Add(int64(x.stats.orders))
+	x.d.ordersDead.Add(int64(x.stats.ordersDead))
 	x.stats = outcomeCounts{}
 }
 

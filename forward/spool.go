@@ -83,6 +83,10 @@ type destState struct {
 	oldestMs      atomic.Int64 // appended time of the oldest event it holds; 0 = none known
 	paused        atomic.Bool
 	dlq           counters
+	// ordersDelivered and ordersDead count order_completed events, so
+	// the status page can set what each destination got against the
+	// orders placed.
+	ordersDelivered, ordersDead atomic.Int64
 
 	// Loaded by Open, owned by the deliverer afterwards.
 	cursor  uint64

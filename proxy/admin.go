@@ -51,6 +51,7 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 // ShutdownAdmin stops the admin server, waiting for in-flight requests
 // until ctx ends.
 func (s *Server) ShutdownAdmin(ctx context.Context) error {
+	s.stopStatus()
 	return s.adminLns.shutdown(ctx, s.admin)
 }
 

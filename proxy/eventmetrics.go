@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/VictoriaMetrics/metrics"
 
@@ -22,7 +23,14 @@ type eventCounters struct {
 	mu    sync.RWMutex
 	byKey map[eventKey]*metrics.Counter
 	names map[string]struct{}
+
+	// totals count events per outcome whatever their name, for the
+	// status page's throughput.
+	totals [outcomes]atomic.Uint64
 }
+
+// outcomes is the number of enrich.Outcome values.
+const outcomes = 6
 
 type eventKey struct {
 	source  enrich.Source
@@ -45,6 +53,9 @@ func (c *eventCounters) add(e *enrich.Event, o enrich.Outcome) {
 		ctr = c.create(k)
 	}
 	ctr.Inc()
+	if int(o) < outcomes {
+		c.totals[o].Add(1)
+	}
 }
 
 func (c *eventCounters) create(k eventKey) *metrics.Counter {

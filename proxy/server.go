@@ -131,6 +131,7 @@ type Server struct {
 	adminRoutes map[string]adminRoute
 	adminToken  [32]byte // sha256 of cfg.Admin.Token
 	adminAuth   bool
+	status      *statusState // set by HandleStatus
 
 	draining atomic.Bool
 	accessN  atomic.Uint64
