@@ -17,7 +17,6 @@ import (
 
 	"github.com/sidetrack/sidetrack/config"
 	"github.com/sidetrack/sidetrack/enrich"
-	"github.com/sidetrack/sidetrack/forward"
 	"github.com/sidetrack/sidetrack/proxy"
 )
 
@@ -98,20 +97,15 @@ func serve(ctx context.Context, o serveOptions) error {
 	// runs.
 	var privacy *enrich.Privacy
 	openIP := func(sealed string) (netip.Addr, error) { return privacy.OpenIP(sealed) }
-	dests, err := forward.NewDestinations(cfg, log, openIP)
-	if err != nil {
-		return err
-	}
 	// Dedup confirms its reservations once the spool has the keys; the
 	// stage is built after the spool (which it reads), so it is bound late,
 	// before the proxy serves the first append.
 	var dedup *enrich.Dedup
-	committed := forward.WithCommitted(func(keys [][16]byte) { dedup.Commit(keys) })
-	spool, err := forward.Open(cfg, dests, log, pool, committed)
+	committed := func(keys [][16]byte) { dedup.Commit(keys) }
+	// spool is nil with spool.type kafka: the edge then only appends, and
+	// `sidetrack forward` delivers.
+	sink, spool, err := openSink(cfg, log, pool, openIP, committed)
 	if err != nil {
-		for _, d := range dests {
-			_ = d.Close()
-		}
 		return err
 	}
 	// The spool is closed once: by the graceful shutdown (flushing within
@@ -121,7 +115,7 @@ func serve(ctx context.Context, o serveOptions) error {
 	var closeOnce sync.Once
 	closeSpool := func(ctx context.Context) {
 		closeOnce.Do(func() {
-			if err := spool.Close(ctx); err != nil {
+			if err := sink.Close(ctx); err != nil {
 				log.Warn("spool close", zap.Error(err))
 			}
 		})
@@ -132,7 +126,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		closeSpool(ctx)
 	}()
 
-	st, err := buildPipeline(cfg, log, nil, spool)
+	st, err := buildPipeline(cfg, log, nil, idIndex(spool))
 	if err != nil {
 		return err
 	}
@@ -144,22 +138,26 @@ func serve(ctx context.Context, o serveOptions) error {
 	}()
 	runCtx, stopDelivery := context.WithCancel(context.Background())
 	defer stopDelivery()
-	if err := spool.Start(runCtx); err != nil {
-		return err
+	if spool != nil {
+		if err := spool.Start(runCtx); err != nil {
+			return err
+		}
 	}
 
 	srv, err := proxy.New(cfg, log, proxy.Options{
-		Ready:    spool,
-		Sink:     spool,
+		Ready:    sink,
+		Sink:     sink,
 		Pipeline: st.pipeline,
 		Events:   pool,
 		Pages:    st.identity,
-		Metrics:  []proxy.MetricsWriter{spool.Metrics(), dedupMetrics(st.dedup)},
+		Metrics:  []proxy.MetricsWriter{sink.Metrics(), dedupMetrics(st.dedup)},
 	})
 	if err != nil {
 		return err
 	}
-	srv.HandleDeadLetters(spool)
+	if spool != nil {
+		srv.HandleDeadLetters(spool)
+	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

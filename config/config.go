@@ -288,6 +288,12 @@ type Spool struct {
 	Fsync    Fsync    `yaml:"fsync"`
 	Brokers  []string `yaml:"brokers"`
 	Topic    string   `yaml:"topic"`
+	// Group prefixes the consumer group of each destination
+	// (<group>-<destination>) in the forward process mode.
+	Group string `yaml:"group"`
+	// Timeout bounds how long an edge waits for Kafka's acknowledgement
+	// before answering 429 (type kafka).
+	Timeout Duration `yaml:"timeout"`
 }
 
 // DLQ bounds the dead-letter queues.

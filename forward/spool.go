@@ -84,6 +84,9 @@ type destState struct {
 	paused        atomic.Bool
 	dlq           counters
 
+	// ext, when set, feeds the deliverer instead of the spool file (Feed).
+	ext Log
+
 	// Loaded by Open, owned by the deliverer afterwards.
 	cursor  uint64
 	retries []*retryEntry
