@@ -294,6 +294,9 @@ type Spool struct {
 	// Timeout bounds how long an edge waits for Kafka's acknowledgement
 	// before answering 429 (type kafka).
 	Timeout Duration `yaml:"timeout"`
+	// SessionTimeout is how long the group waits for a silent forwarder
+	// before its partitions move to the others (type kafka).
+	SessionTimeout Duration `yaml:"session_timeout"`
 }
 
 // DLQ bounds the dead-letter queues.

@@ -297,6 +297,7 @@ func (v *validator) spool(c *Config) {
 		v.topic("spool.topic", s.Topic, "type kafka")
 		v.topic("spool.group", s.Group, "type kafka")
 		v.positive("spool.timeout", s.Timeout)
+		v.positive("spool.session_timeout", s.SessionTimeout)
 		if len(s.Topic)+len(".dlq.")+longestDestName(c) > 249 {
 			v.add("spool.topic", "too long: the dead-letter topics <topic>.dlq.<destination> must fit Kafka's 249 characters")
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -70,6 +71,8 @@ type partState struct {
 	// committed is the last offset committed (-1: none by us).
 	committed int64
 	gone      bool // revoked or lost: outcomes no longer count here
+	// out counts records handed to the deliverer and not resolved.
+	out int
 }
 
 type entry struct {
@@ -136,6 +139,8 @@ func NewSource(cfg *config.Config, destination string, log *zap.Logger, opts ...
 		kgo.ConsumeTopics(sc.Topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.DisableAutoCommit(),
+		kgo.SessionTimeout(sc.SessionTimeout.D()),
+		kgo.HeartbeatInterval(max(sc.SessionTimeout.D()/10, 100*time.Millisecond)),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.OnPartitionsAssigned(s.assigned),
 		kgo.OnPartitionsRevoked(s.revokedCB),
@@ -170,12 +175,38 @@ func (s *Source) assigned(_ context.Context, _ *kgo.Client, m map[string][]int32
 	}
 }
 
-// revokedCB commits what is resolved on the partitions leaving us, then
-// forgets them: records of theirs still in flight here will be delivered
-// again by the new owner (counted as redelivered when they resolve here).
-func (s *Source) revokedCB(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
-	s.commit(ctx, m[s.topic])
-	s.drop(m[s.topic])
+// revokedCB hands a leaving partition over cleanly: it stops reading
+// from it, waits (at most revokeWait) for the records of it in flight here
+// to be resolved, commits, and forgets it. Records still unresolved then
+// (parked for a retry, or slow) are delivered again by the new owner and
+// counted as redelivered when they resolve here.
+func (s *Source) revokedCB(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
+	ps := m[s.topic]
+	s.mu.Lock()
+	s.dropBuffered(ps)
+	s.mu.Unlock()
+	deadline := time.Now().Add(revokeWait)
+	for time.Now().Before(deadline) && s.inFlight(ps) > 0 && ctx.Err() == nil && s.ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.commit(ctx, ps)
+	s.drop(ps)
+}
+
+// revokeWait bounds how long a rebalance waits for records in flight.
+const revokeWait = 3 * time.Second
+
+// inFlight counts the unresolved records of partitions ps.
+func (s *Source) inFlight(ps []int32) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, p := range ps {
+		if st := s.parts[p]; st != nil {
+			n += st.out
+		}
+	}
+	return n
 }
 
 // lost forgets partitions without committing (the group moved on).
@@ -186,18 +217,23 @@ func (s *Source) lost(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 func (s *Source) drop(ps []int32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	gone := map[int32]bool{}
 	for _, p := range ps {
 		if st := s.parts[p]; st != nil {
 			st.gone = true
 			delete(s.parts, p)
-			gone[p] = true
 			s.revoked.Inc()
 		}
 	}
+	s.dropBuffered(ps)
+}
+
+// dropBuffered forgets fetched records of ps not handed out yet (their
+// entries stay unresolved, so nothing is committed past them). s.mu is
+// held.
+func (s *Source) dropBuffered(ps []int32) {
 	kept := s.buf[:0]
 	for _, r := range s.buf {
-		if !gone[r.Partition] {
+		if !slices.Contains(ps, r.Partition) {
 			kept = append(kept, r)
 		}
 	}
@@ -261,6 +297,7 @@ func (s *Source) Read(limit int, fn func(seq uint64, appended time.Time, event [
 	for _, r := range s.buf[:n] {
 		s.nextSeq++
 		p := &pending{p: s.parts[r.Partition], offset: r.Offset, appended: appendedAt(r), value: r.Value}
+		p.p.out++
 		s.byseq[s.nextSeq] = p
 		fn(s.nextSeq, p.appended, p.value)
 	}
@@ -281,8 +318,11 @@ func (s *Source) Lookup(seq uint64) (time.Time, []byte, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := s.byseq[seq]
-	if p == nil || p.p == nil || p.p.gone {
-		delete(s.byseq, seq)
+	if p == nil || p.p.gone {
+		if p != nil {
+			p.p.out--
+			delete(s.byseq, seq)
+		}
 		return time.Time{}, nil, false
 	}
 	return p.appended, p.value, true
@@ -317,7 +357,8 @@ func (s *Source) Resolve(ctx context.Context, done []uint64, dead []status.DeadL
 			return
 		}
 		delete(s.byseq, seq)
-		if p.p == nil || p.p.gone {
+		p.p.out--
+		if p.p.gone {
 			// The new owner reads it again from the committed offset.
 			s.redelivered.Inc()
 			return

@@ -1,0 +1,329 @@
+package main
+
+// The scale-out topology of docs/deployment.md, with the real binary: two
+// edge replicas append to an in-process Kafka cluster (kfake, over
+// loopback), two `sidetrack forward` processes deliver to two webhook
+// destinations, and a real redis-server shares dedup and the join. Every
+// acknowledged event must reach every destination; duplicates are counted
+// (none without faults).
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+const scaleTopic = "sidetrack-events"
+
+// scaleRedis starts a redis-server on a loopback port, or skips when it is
+// not installed (fails when REQUIRE_REDIS_TESTS is set).
+func scaleRedis(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("REQUIRE_REDIS_TESTS") != "" {
+			t.Fatal("redis-server is required (REQUIRE_REDIS_TESTS is set) but not installed")
+		}
+		t.Skip("redis-server is not installed: the scale-out topology is not tested")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := "127.0.0.1:" + port
+	for guard := time.Now().Add(10 * time.Second); ; {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			_, _ = c.Write([]byte("PING\r\n"))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if strings.HasPrefix(line, "+PONG") {
+				return addr
+			}
+		}
+		if time.Now().After(guard) {
+			t.Fatal("redis-server did not answer PING")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// kafkaCluster starts kfake on loopback with the spool topic seeded.
+func kafkaCluster(t *testing.T) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(6, scaleTopic),
+		kfake.AllowAutoTopicCreation(), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// scaleEnv points a process at the cluster and Redis.
+func scaleEnv(c *kfake.Cluster, redis string) []string {
+	return []string{
+		"SIDETRACK_SPOOL__TYPE=kafka",
+		"SIDETRACK_SPOOL__BROKERS=" + strings.Join(c.ListenAddrs(), ","),
+		"SIDETRACK_SPOOL__TOPIC=" + scaleTopic,
+		"SIDETRACK_SPOOL__SESSION_TIMEOUT=1s",
+		"SIDETRACK_DEDUP__REDIS=" + redis,
+		"SIDETRACK_JOIN__REDIS=" + redis,
+	}
+}
+
+// startForward runs `sidetrack forward` with the config at path and waits
+// for its admin port.
+func startForward(t *testing.T, dir, path string, env []string) *instance {
+	t.Helper()
+	in := &instance{t: t, dir: dir, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	in.cmd = exec.Command(binPath, "forward", "-config", path)
+	in.cmd.Dir = dir
+	in.cmd.Env = append(cleanEnv(), env...)
+	in.cmd.Stdout, in.cmd.Stderr = in.stdout, in.stderr
+	if err := in.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { in.done <- in.cmd.Wait() }()
+	t.Cleanup(func() {
+		if in.cmd.ProcessState == nil {
+			_ = in.cmd.Process.Kill()
+			<-in.done
+		}
+		if t.Failed() {
+			t.Logf("forwarder stderr:\n%s", in.stderr.String())
+		}
+	})
+	started := regexp.MustCompile(`"msg":"sidetrack forwarder started".*"admin":"([^"]+)"`)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		if m := started.FindStringSubmatch(in.stderr.String()); m != nil {
+			in.admin = "http://" + m[1]
+			return in
+		}
+		select {
+		case err := <-in.done:
+			t.Fatalf("forwarder exited before serving: %v\n%s", err, in.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("forwarder did not start:\n%s", in.stderr.String())
+	return nil
+}
+
+// metric reads one series' value from an admin /metrics (0 when absent).
+func (in *instance) metric(series string) int {
+	in.t.Helper()
+	sum := 0
+	for line := range strings.SplitSeq(string(in.adminGet("/metrics")), "\n") {
+		if strings.HasPrefix(line, series+" ") || strings.HasPrefix(line, series+"{") {
+			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			sum += int(v)
+		}
+	}
+	return sum
+}
+
+// scaleLoad posts n distinct events round-robin to the edges from 4
+// goroutines and returns the acknowledged ids.
+func scaleLoad(t *testing.T, edges []*instance, prefix string, n int) []string {
+	t.Helper()
+	client := &http.Client{Timeout: 15 * time.Second}
+	var (
+		mu    sync.Mutex
+		acked []string
+		wg    sync.WaitGroup
+	)
+	for s := range 4 {
+		wg.Go(func() {
+			for i := s; i < n; i += 4 {
+				id := fmt.Sprintf("%s-%d", prefix, i)
+				// One device per ten events: a device's events share a
+				// partition, so order per device is kept.
+				body := fmt.Sprintf(`{"name":"scale_probe","event_id":%q,"user_id":"u-%d"}`, id, i%10)
+				req, _ := http.NewRequest("POST", edges[i%len(edges)].base+"/collect", strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", "Bearer server-key-0123456789")
+				resp, err := client.Do(req)
+				if err != nil {
+					continue
+				}
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusNoContent {
+					mu.Lock()
+					acked = append(acked, id)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return acked
+}
+
+// waitDelivered waits until every id reached every receiver.
+func waitDelivered(t *testing.T, acked []string, rs ...*crashReceiver) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		missing := 0
+		for _, r := range rs {
+			missing += len(r.missing(acked))
+		}
+		if missing == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for i, r := range rs {
+				m := r.missing(acked)
+				t.Errorf("destination %d: %d of %d acknowledged events never delivered (first: %v)", i, len(m), len(acked), m[:min(len(m), 5)])
+			}
+			t.FailNow()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestScaleOut(t *testing.T) {
+	redis := scaleRedis(t)
+	cluster := kafkaCluster(t)
+	env := scaleEnv(cluster, redis)
+	a, b := &crashReceiver{delivered: map[string]int{}}, &crashReceiver{delivered: map[string]int{}}
+	hookA, hookB := origin(t, a), origin(t, b)
+	dests := fmt.Sprintf("  - {name: a, type: webhook, url: %q, batch: {max_events: 50, max_wait: 20ms}}\n", hookA) +
+		fmt.Sprintf("  - {name: b, type: webhook, url: %q, batch: {max_events: 50, max_wait: 20ms}}\n", hookB)
+
+	var edges []*instance
+	for range 2 {
+		dir := t.TempDir()
+		edges = append(edges, startWithConfig(t, dir, testConfigWith(dir, hookA, dests, ""), env))
+	}
+	fdir := t.TempDir()
+	fcfg := filepath.Join(fdir, "sidetrack.yaml")
+	if err := os.WriteFile(fcfg, []byte(testConfigWith(fdir, hookA, dests, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fwd := []*instance{startForward(t, fdir, fcfg, env), startForward(t, fdir, fcfg, env)}
+
+	n := 400
+	if testing.Short() {
+		n = 120
+	}
+	// No faults: every acknowledged event once at each destination.
+	acked := scaleLoad(t, edges, "calm", n)
+	if len(acked) != n {
+		t.Fatalf("%d of %d events acknowledged without any fault", len(acked), n)
+	}
+	waitDelivered(t, acked, a, b)
+	for i, r := range []*crashReceiver{a, b} {
+		if distinct, dups := r.round("calm-"); distinct != n || dups != 0 {
+			t.Errorf("destination %d without faults: %d distinct, %d duplicates; want %d, 0", i, distinct, dups, n)
+		}
+	}
+
+	// One event sent to both replicas: Redis dedup forwards it once.
+	for _, e := range edges {
+		if got := scaleLoad(t, []*instance{e}, "twice", 1); len(got) != 1 {
+			t.Fatal("the duplicate was not acknowledged")
+		}
+	}
+	marker := scaleLoad(t, edges, "after-twice", 8)
+	waitDelivered(t, append(marker, "twice-0"), a, b)
+	for i, r := range []*crashReceiver{a, b} {
+		if distinct, dups := r.round("twice-"); distinct != 1 || dups != 0 {
+			t.Errorf("destination %d: the event sent to two replicas arrived %d+%d times; want once", i, distinct, dups)
+		}
+	}
+	if d := edges[0].metricSum("") + edges[1].metricSum(""); d == 0 {
+		t.Error("the edges counted no events")
+	}
+
+	// Faults: a forwarder killed mid-stream (its partitions move to the
+	// survivor), a new one joining (a rebalance), and a broker failing
+	// produce and offset-commit requests for a while.
+	stop := make(chan struct{})
+	var chaos sync.WaitGroup
+	chaos.Go(func() {
+		for a.count("storm-")+b.count("storm-") < n/4 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		if err := fwd[0].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Error(err)
+		}
+		fault := cluster.Fault(
+			kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: scaleTopic, Err: kerr.NotLeaderForPartition, Count: 20},
+			kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Err: kerr.CoordinatorLoadInProgress, Count: 5},
+		)
+		_ = fault
+	})
+	storm := scaleLoad(t, edges, "storm", 2*n)
+	fwd = append(fwd, startForward(t, fdir, fcfg, env))
+	late := scaleLoad(t, edges, "late", n/2)
+	close(stop)
+	chaos.Wait()
+	<-fwd[0].done
+	if len(storm) < n {
+		t.Fatalf("only %d of %d events acknowledged under faults", len(storm), 2*n)
+	}
+	waitDelivered(t, append(storm, late...), a, b)
+	for i, r := range []*crashReceiver{a, b} {
+		d1, dup1 := r.round("storm-")
+		d2, dup2 := r.round("late-")
+		t.Logf("destination %d: %d+%d distinct events delivered, %d duplicates after a forwarder was killed and the group rebalanced", i, d1, d2, dup1+dup2)
+	}
+	redelivered := 0
+	for _, f := range fwd[1:] {
+		redelivered += f.metric("sidetrack_kafka_redelivered_total")
+		if got := f.metric("sidetrack_kafka_consumed_total"); got == 0 {
+			t.Errorf("forwarder %s consumed nothing", f.admin)
+		}
+	}
+	t.Logf("forwarders counted %d redelivered records", redelivered)
+	for _, f := range fwd[1:] {
+		f.stop()
+	}
+	for _, e := range edges {
+		e.stop()
+	}
+}
+
+// count is the number of deliveries of ids with prefix.
+func (r *crashReceiver) count(prefix string) int {
+	d, dups := r.round(prefix)
+	return d + dups
+}
+
+// startWithConfig writes cfg into dir and runs the proxy with env.
+func startWithConfig(t *testing.T, dir, cfg string, env []string) *instance {
+	t.Helper()
+	path := filepath.Join(dir, "sidetrack.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startWith(t, dir, []string{"-config", path}, env)
+}
