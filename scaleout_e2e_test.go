@@ -263,7 +263,10 @@ func TestScaleOut(t *testing.T) {
 	// survivor), a new one joining (a rebalance), and a broker failing
 	// produce and offset-commit requests for a while.
 	stop := make(chan struct{})
-	var chaos sync.WaitGroup
+	var (
+		chaos  sync.WaitGroup
+		faults *kfake.FaultHandle
+	)
 	chaos.Go(func() {
 		for a.count("storm-")+b.count("storm-") < n/4 {
 			select {
@@ -275,11 +278,10 @@ func TestScaleOut(t *testing.T) {
 		if err := fwd[0].cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Error(err)
 		}
-		fault := cluster.Fault(
+		faults = cluster.Fault(
 			kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: scaleTopic, Err: kerr.NotLeaderForPartition, Count: 20},
 			kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Err: kerr.CoordinatorLoadInProgress, Count: 5},
 		)
-		_ = fault
 	})
 	storm := scaleLoad(t, edges, "storm", 2*n)
 	fwd = append(fwd, startForward(t, fdir, fcfg, env))
@@ -287,6 +289,10 @@ func TestScaleOut(t *testing.T) {
 	close(stop)
 	chaos.Wait()
 	<-fwd[0].done
+	if faults == nil || faults.Hits() == 0 {
+		t.Fatal("the load ended before the faults were injected: the test proved nothing about them")
+	}
+	t.Logf("broker faults answered %d requests", faults.Hits())
 	if len(storm) < n {
 		t.Fatalf("only %d of %d events acknowledged under faults", len(storm), 2*n)
 	}
