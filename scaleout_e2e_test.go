@@ -9,6 +9,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +31,42 @@ import (
 )
 
 const scaleTopic = "sidetrack-events"
+
+// fleetReceiver is a webhook endpoint that counts deliveries per event_id
+// and keeps the last copy of each event.
+type fleetReceiver struct {
+	crashReceiver
+	events map[string]map[string]any
+}
+
+func newFleetReceiver() *fleetReceiver {
+	return &fleetReceiver{crashReceiver: crashReceiver{delivered: map[string]int{}}, events: map[string]map[string]any{}}
+}
+
+func (r *fleetReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	var body struct {
+		Events []map[string]any `json:"events"`
+	}
+	if err := json.NewDecoder(req.Body).Decode(&body); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	r.mu.Lock()
+	for _, e := range body.Events {
+		id, _ := e["event_id"].(string)
+		r.delivered[id]++
+		r.events[id] = e
+	}
+	r.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+}
+
+// event returns the last delivered copy of id.
+func (r *fleetReceiver) event(id string) map[string]any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.events[id]
+}
 
 // scaleRedis starts a redis-server on a loopback port, or skips when it is
 // not installed (fails when REQUIRE_REDIS_TESTS is set).
@@ -159,9 +197,9 @@ func scaleLoad(t *testing.T, edges []*instance, prefix string, n int) []string {
 		wg.Go(func() {
 			for i := s; i < n; i += 4 {
 				id := fmt.Sprintf("%s-%d", prefix, i)
-				// One device per ten events: a device's events share a
-				// partition, so order per device is kept.
-				body := fmt.Sprintf(`{"name":"scale_probe","event_id":%q,"user_id":"u-%d"}`, id, i%10)
+				// Fifty visitors: a visitor's events share a partition
+				// (their order is kept), and every partition gets some.
+				body := fmt.Sprintf(`{"name":"scale_probe","event_id":%q,"user_id":"u-%d"}`, id, i%50)
 				req, _ := http.NewRequest("POST", edges[i%len(edges)].base+"/collect", strings.NewReader(body))
 				req.Header.Set("Content-Type", "application/json")
 				req.Header.Set("Authorization", "Bearer server-key-0123456789")
@@ -183,7 +221,7 @@ func scaleLoad(t *testing.T, edges []*instance, prefix string, n int) []string {
 }
 
 // waitDelivered waits until every id reached every receiver.
-func waitDelivered(t *testing.T, acked []string, rs ...*crashReceiver) {
+func waitDelivered(t *testing.T, acked []string, rs ...*fleetReceiver) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -209,7 +247,7 @@ func TestScaleOut(t *testing.T) {
 	redis := scaleRedis(t)
 	cluster := kafkaCluster(t)
 	env := scaleEnv(cluster, redis)
-	a, b := &crashReceiver{delivered: map[string]int{}}, &crashReceiver{delivered: map[string]int{}}
+	a, b := newFleetReceiver(), newFleetReceiver()
 	hookA, hookB := origin(t, a), origin(t, b)
 	dests := fmt.Sprintf("  - {name: a, type: webhook, url: %q, batch: {max_events: 50, max_wait: 20ms}}\n", hookA) +
 		fmt.Sprintf("  - {name: b, type: webhook, url: %q, batch: {max_events: 50, max_wait: 20ms}}\n", hookB)
@@ -236,7 +274,7 @@ func TestScaleOut(t *testing.T) {
 		t.Fatalf("%d of %d events acknowledged without any fault", len(acked), n)
 	}
 	waitDelivered(t, acked, a, b)
-	for i, r := range []*crashReceiver{a, b} {
+	for i, r := range []*fleetReceiver{a, b} {
 		if distinct, dups := r.round("calm-"); distinct != n || dups != 0 {
 			t.Errorf("destination %d without faults: %d distinct, %d duplicates; want %d, 0", i, distinct, dups, n)
 		}
@@ -250,13 +288,43 @@ func TestScaleOut(t *testing.T) {
 	}
 	marker := scaleLoad(t, edges, "after-twice", 8)
 	waitDelivered(t, append(marker, "twice-0"), a, b)
-	for i, r := range []*crashReceiver{a, b} {
+	for i, r := range []*fleetReceiver{a, b} {
 		if distinct, dups := r.round("twice-"); distinct != 1 || dups != 0 {
 			t.Errorf("destination %d: the event sent to two replicas arrived %d+%d times; want once", i, distinct, dups)
 		}
 	}
 	if d := edges[0].metricSum("") + edges[1].metricSum(""); d == 0 {
 		t.Error("the edges counted no events")
+	}
+
+	// A browser event on one replica, the backend's confirmation on the
+	// other: the join through Redis gives the backend event the browser's
+	// device.
+	post := func(base, body string, server bool) {
+		req, _ := http.NewRequest("POST", base+"/collect", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if server {
+			req.Header.Set("Authorization", "Bearer server-key-0123456789")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("POST %s: %d", body, resp.StatusCode)
+		}
+	}
+	post(edges[0].base, `{"name":"purchase","event_id":"join-browser","transaction_id":"ORDER-77","value":5,"currency":"EUR"}`, false)
+	waitDelivered(t, []string{"join-browser"}, a)
+	post(edges[1].base, `{"name":"order_paid","event_id":"join-server","transaction_id":"ORDER-77","value":5,"currency":"EUR"}`, true)
+	waitDelivered(t, []string{"join-server"}, a)
+	browser, server := a.event("join-browser"), a.event("join-server")
+	if dev, _ := browser["device_id"].(string); dev == "" || server["device_id"] != dev {
+		t.Errorf("the backend event on the other replica did not join: browser device %v, backend device %v", browser["device_id"], server["device_id"])
+	}
+	if q, _ := server["quality"].([]any); !slices.Contains(q, any("joined")) {
+		t.Errorf("backend event quality %v, want joined", server["quality"])
 	}
 
 	// Faults: a forwarder killed mid-stream (its partitions move to the
@@ -285,6 +353,17 @@ func TestScaleOut(t *testing.T) {
 	})
 	storm := scaleLoad(t, edges, "storm", 2*n)
 	fwd = append(fwd, startForward(t, fdir, fcfg, env))
+	// The newcomer takes over partitions of both groups (a rebalance)
+	// before the last events are sent.
+	owns := func(dest string) bool {
+		return fwd[2].metric(`sidetrack_kafka_partitions{destination="`+dest+`"}`) > 0
+	}
+	for guard := time.Now().Add(30 * time.Second); !owns("a") || !owns("b"); {
+		if time.Now().After(guard) {
+			t.Fatal("the forwarder that joined was never given partitions")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	late := scaleLoad(t, edges, "late", n/2)
 	close(stop)
 	chaos.Wait()
@@ -297,7 +376,7 @@ func TestScaleOut(t *testing.T) {
 		t.Fatalf("only %d of %d events acknowledged under faults", len(storm), 2*n)
 	}
 	waitDelivered(t, append(storm, late...), a, b)
-	for i, r := range []*crashReceiver{a, b} {
+	for i, r := range []*fleetReceiver{a, b} {
 		d1, dup1 := r.round("storm-")
 		d2, dup2 := r.round("late-")
 		t.Logf("destination %d: %d+%d distinct events delivered, %d duplicates after a forwarder was killed and the group rebalanced", i, d1, d2, dup1+dup2)

@@ -134,6 +134,11 @@ func NewSource(cfg *config.Config, destination string, log *zap.Logger, opts ...
 	s.redelivered = o.metrics.NewCounter(`sidetrack_kafka_redelivered_total` + l)
 	s.revoked = o.metrics.NewCounter(`sidetrack_kafka_partitions_revoked_total` + l)
 	s.deadLettered = o.metrics.NewCounter(`sidetrack_kafka_dead_letters_total` + l)
+	o.metrics.NewGauge(`sidetrack_kafka_partitions`+l, func() float64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return float64(len(s.parts))
+	})
 	kopts := append(clientOptions(sc, s.log),
 		kgo.ConsumerGroup(Group(sc.Group, destination)),
 		kgo.ConsumeTopics(sc.Topic),
