@@ -9,6 +9,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -37,10 +39,11 @@ const scaleTopic = "sidetrack-events"
 type fleetReceiver struct {
 	crashReceiver
 	events map[string]map[string]any
+	reject map[string]bool // ids answered 400
 }
 
 func newFleetReceiver() *fleetReceiver {
-	return &fleetReceiver{crashReceiver: crashReceiver{delivered: map[string]int{}}, events: map[string]map[string]any{}}
+	return &fleetReceiver{crashReceiver: crashReceiver{delivered: map[string]int{}}, events: map[string]map[string]any{}, reject: map[string]bool{}}
 }
 
 func (r *fleetReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -52,12 +55,18 @@ func (r *fleetReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range body.Events {
+		if id, _ := e["event_id"].(string); r.reject[id] {
+			http.Error(w, "rejected", http.StatusBadRequest) // permanent: dead-lettered
+			return
+		}
+	}
 	for _, e := range body.Events {
 		id, _ := e["event_id"].(string)
 		r.delivered[id]++
 		r.events[id] = e
 	}
-	r.mu.Unlock()
 	w.WriteHeader(http.StatusOK)
 }
 
@@ -327,6 +336,25 @@ func TestScaleOut(t *testing.T) {
 		t.Errorf("backend event quality %v, want joined", server["quality"])
 	}
 
+	// An event destination a refuses goes to a's dead-letter topic, and
+	// only there: b gets it, and a's group commits past it.
+	a.mu.Lock()
+	a.reject["poison-0"] = true
+	a.mu.Unlock()
+	if got := scaleLoad(t, edges[:1], "poison", 1); len(got) != 1 {
+		t.Fatal("the poison event was not acknowledged")
+	}
+	waitDelivered(t, []string{"poison-0"}, b)
+	dl := readTopic(t, cluster, scaleTopic+".dlq.a", 1)
+	if len(dl) != 1 || !strings.Contains(string(dl[0].Value), `"poison-0"`) {
+		t.Fatalf("dead-letter topic holds %d records: %v", len(dl), dl)
+	}
+	for _, h := range dl[0].Headers {
+		if h.Key == "status" && string(h.Value) != "400" {
+			t.Errorf("dead letter status %q, want 400", h.Value)
+		}
+	}
+
 	// Faults: a forwarder killed mid-stream (its partitions move to the
 	// survivor), a new one joining (a rebalance), and a broker failing
 	// produce and offset-commit requests for a while.
@@ -411,4 +439,26 @@ func startWithConfig(t *testing.T, dir, cfg string, env []string) *instance {
 		t.Fatal(err)
 	}
 	return startWith(t, dir, []string{"-config", path}, env)
+}
+
+// readTopic reads want records of topic from its start.
+func readTopic(t *testing.T, c *kfake.Cluster, topic string, want int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < want {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d records of %s", len(out), want, topic)
+		}
+		out = append(out, fs.Records()...)
+	}
+	return out
 }

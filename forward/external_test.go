@@ -27,7 +27,7 @@ type memLog struct {
 	// early counts those that were not.
 	sent  func(event []byte) bool
 	early int
-	wake     func()
+	wake  func()
 }
 
 func newMemLog() *memLog { return &memLog{pending: map[uint64][]byte{}, wake: func() {}} }

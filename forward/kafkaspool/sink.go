@@ -160,6 +160,10 @@ func clientOptions(sc config.Spool, log *zap.Logger) []kgo.Opt {
 		// A moved leader is noticed within a fraction of a second, not
 		// franz-go's default 5s, so appends wait less during a failover.
 		kgo.MetadataMinAge(250 * time.Millisecond),
+		// The quarantine and dead-letter topics appear on first use where
+		// the brokers allow it; elsewhere they are created ahead
+		// (docs/deployment.md).
+		kgo.AllowAutoTopicCreation(),
 	}
 }
 
