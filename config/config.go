@@ -297,6 +297,10 @@ type Spool struct {
 	// SessionTimeout is how long the group waits for a silent forwarder
 	// before its partitions move to the others (type kafka).
 	SessionTimeout Duration `yaml:"session_timeout"`
+	// TLS and SASL secure the connection to the brokers (type kafka), as
+	// for a kafka destination.
+	TLS  bool `yaml:"tls"`
+	SASL SASL `yaml:"sasl"`
 }
 
 // DLQ bounds the dead-letter queues.

@@ -2,6 +2,7 @@ package kafkaspool
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strconv"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"go.uber.org/zap"
 
 	"github.com/sidetrack/sidetrack/config"
@@ -153,7 +156,7 @@ func NewSink(cfg *config.Config, log *zap.Logger, pool *enrich.EventPool, opts .
 
 // clientOptions are what every client of the spool shares.
 func clientOptions(sc config.Spool, log *zap.Logger) []kgo.Opt {
-	return []kgo.Opt{
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(sc.Brokers...),
 		kgo.ClientID("sidetrack"),
 		kgo.WithLogger(kgoLogger{log}),
@@ -165,6 +168,22 @@ func clientOptions(sc config.Spool, log *zap.Logger) []kgo.Opt {
 		// (docs/deployment.md).
 		kgo.AllowAutoTopicCreation(),
 	}
+	if sc.TLS {
+		// nil RootCAs: the system roots; kgo sets each broker's host as
+		// the server name.
+		opts = append(opts, kgo.DialTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12}))
+	}
+	// Validate admits only these mechanisms.
+	a := func() (user, pass string) { return sc.SASL.User, sc.SASL.Password.Reveal() }
+	switch user, pass := a(); sc.SASL.Mechanism {
+	case "plain":
+		opts = append(opts, kgo.SASL(plain.Auth{User: user, Pass: pass}.AsMechanism()))
+	case "scram-sha-256":
+		opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()))
+	case "scram-sha-512":
+		opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()))
+	}
+	return opts
 }
 
 // Metrics returns the sink's series, for /metrics.
