@@ -174,8 +174,8 @@ func clientOptions(sc config.Spool, log *zap.Logger) []kgo.Opt {
 		opts = append(opts, kgo.DialTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12}))
 	}
 	// Validate admits only these mechanisms.
-	a := func() (user, pass string) { return sc.SASL.User, sc.SASL.Password.Reveal() }
-	switch user, pass := a(); sc.SASL.Mechanism {
+	user, pass := sc.SASL.User, sc.SASL.Password.Reveal()
+	switch sc.SASL.Mechanism {
 	case "plain":
 		opts = append(opts, kgo.SASL(plain.Auth{User: user, Pass: pass}.AsMechanism()))
 	case "scram-sha-256":
