@@ -34,6 +34,7 @@ type Source struct {
 	dest     string
 	topic    string
 	dlqTopic string
+	session  time.Duration
 	log      *zap.Logger
 
 	mu      sync.Mutex
@@ -123,7 +124,7 @@ func NewSource(cfg *config.Config, destination string, log *zap.Logger, opts ...
 	o := buildOptions(opts)
 	sc := cfg.Spool
 	s := &Source{
-		dest: destination, topic: sc.Topic, dlqTopic: DLQTopic(sc.Topic, destination),
+		dest: destination, topic: sc.Topic, dlqTopic: DLQTopic(sc.Topic, destination), session: sc.SessionTimeout.D(),
 		log:   log.Named("kafka_source").With(zap.String("destination", destination)),
 		parts: map[int32]*partState{}, byseq: map[uint64]*pending{},
 		wake: func() {}, room: make(chan struct{}, 1), dirty: make(chan struct{}, 1),
@@ -190,7 +191,9 @@ func (s *Source) revokedCB(ctx context.Context, _ *kgo.Client, m map[string][]in
 	s.mu.Lock()
 	s.dropBuffered(ps)
 	s.mu.Unlock()
-	deadline := time.Now().Add(revokeWait)
+	// Heartbeats may wait for this callback: stay well inside the
+	// session timeout.
+	deadline := time.Now().Add(min(revokeWait, s.session/3))
 	for time.Now().Before(deadline) && s.inFlight(ps) > 0 && ctx.Err() == nil && s.ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -198,7 +201,8 @@ func (s *Source) revokedCB(ctx context.Context, _ *kgo.Client, m map[string][]in
 	s.drop(ps)
 }
 
-// revokeWait bounds how long a rebalance waits for records in flight.
+// revokeWait bounds how long a rebalance waits for records in flight (and
+// a third of spool.session_timeout).
 const revokeWait = 3 * time.Second
 
 // inFlight counts the unresolved records of partitions ps.
