@@ -417,6 +417,20 @@ func TestScaleOut(t *testing.T) {
 		}
 	}
 	t.Logf("forwarders counted %d redelivered records", redelivered)
+	// Everything is resolved: no lag left on the surviving forwarders.
+	for guard := time.Now().Add(30 * time.Second); ; {
+		lag := 0
+		for _, f := range fwd[1:] {
+			lag += f.metric("sidetrack_kafka_lag")
+		}
+		if lag == 0 {
+			break
+		}
+		if time.Now().After(guard) {
+			t.Fatalf("forwarders report a lag of %d records after every event was delivered", lag)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	for _, f := range fwd[1:] {
 		f.stop()
 	}

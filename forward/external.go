@@ -132,7 +132,10 @@ func (x *deliverer) readExternal(due []*retryEntry, limit int) (items []*item, m
 		return items, false, nil
 	}
 	n, err := l.Read(limit, func(seq uint64, appended time.Time, js []byte) {
-		it := &item{seq: seq, nd: 1, size: len(js), appended: appended}
+		// Tracked like a spool record, for the oldest-age gauge; the
+		// cursor it yields is ignored (the log keeps its own position).
+		it := &item{seq: seq, nd: 1, size: len(js), appended: appended, tracked: true}
+		x.track.add(seq, appended.UnixMilli())
 		before := len(items)
 		items = x.decode(items, it, js, now)
 		if len(items) == before {
@@ -164,6 +167,9 @@ func (x *deliverer) store(op *resolveOp) error {
 	done := make([]uint64, 0, len(op.done))
 	for _, it := range op.done {
 		done = append(done, it.seq)
+	}
+	if len(done) == 0 && len(op.dead) == 0 {
+		return nil // a cursor move only
 	}
 	var dead []status.DeadLetter
 	for i := range op.dead {

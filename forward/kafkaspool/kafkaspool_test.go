@@ -1,13 +1,16 @@
 package kafkaspool_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -218,7 +221,8 @@ func TestSourceCommitsOnlyResolved(t *testing.T) {
 	if err := newSink(t, c).Append(context.Background(), evs); err != nil {
 		t.Fatal(err)
 	}
-	src, err := kafkaspool.NewSource(cfg, "hook", nil, fast)
+	set := metrics.NewSet()
+	src, err := kafkaspool.NewSource(cfg, "hook", nil, fast, kafkaspool.WithMetrics(set))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,6 +235,11 @@ func TestSourceCommitsOnlyResolved(t *testing.T) {
 	err = src.Resolve(context.Background(), seqs[:3], []status.DeadLetter{{Seq: seqs[4], Reason: "rejected", Status: 400, Event: []byte(`{"event_id":"r-4"}`)}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	var m bytes.Buffer
+	set.WritePrometheus(&m)
+	if want := `sidetrack_kafka_lag{destination="hook"} 7`; !strings.Contains(m.String(), want) {
+		t.Errorf("metrics lack %q (r-3 holds the commit point back):\n%s", want, m.String())
 	}
 	src.Close()
 	dl := readAll(t, c, kafkaspool.DLQTopic(topic, "hook"), 1)

@@ -74,6 +74,8 @@ type partState struct {
 	gone      bool // revoked or lost: outcomes no longer count here
 	// out counts records handed to the deliverer and not resolved.
 	out int
+	// hw is the partition's high watermark at the last fetch.
+	hw int64
 }
 
 type entry struct {
@@ -135,6 +137,7 @@ func NewSource(cfg *config.Config, destination string, log *zap.Logger, opts ...
 	s.redelivered = o.metrics.NewCounter(`sidetrack_kafka_redelivered_total` + l)
 	s.revoked = o.metrics.NewCounter(`sidetrack_kafka_partitions_revoked_total` + l)
 	s.deadLettered = o.metrics.NewCounter(`sidetrack_kafka_dead_letters_total` + l)
+	o.metrics.NewGauge(`sidetrack_kafka_lag`+l, func() float64 { return float64(s.lag()) })
 	o.metrics.NewGauge(`sidetrack_kafka_partitions`+l, func() float64 {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -164,6 +167,22 @@ func NewSource(cfg *config.Config, destination string, log *zap.Logger, opts ...
 	go s.poll()
 	go s.commitLoop()
 	return s, nil
+}
+
+// lag is how many records of the owned partitions are not resolved yet:
+// from each commit point to the high watermark last seen.
+func (s *Source) lag() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, st := range s.parts {
+		at := st.commitPoint()
+		if at < 0 {
+			continue // nothing fetched yet: unknown
+		}
+		n += max(st.hw-at, 0)
+	}
+	return n
 }
 
 // SetWake implements forward.Log.
@@ -278,6 +297,11 @@ func (s *Source) poll() {
 		})
 		got := 0
 		s.mu.Lock()
+		fs.EachPartition(func(p kgo.FetchTopicPartition) {
+			if st := s.parts[p.Partition]; st != nil && p.HighWatermark > st.hw {
+				st.hw = p.HighWatermark
+			}
+		})
 		fs.EachRecord(func(r *kgo.Record) {
 			st := s.parts[r.Partition]
 			if st == nil || r.Offset < st.fetched {
