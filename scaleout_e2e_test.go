@@ -136,6 +136,7 @@ func scaleEnv(c *kfake.Cluster, redis string) []string {
 		"SIDETRACK_SPOOL__BROKERS=" + strings.Join(c.ListenAddrs(), ","),
 		"SIDETRACK_SPOOL__TOPIC=" + scaleTopic,
 		"SIDETRACK_SPOOL__SESSION_TIMEOUT=1s",
+		"SIDETRACK_SPOOL__TIMEOUT=1s",
 		"SIDETRACK_DEDUP__REDIS=" + redis,
 		"SIDETRACK_JOIN__REDIS=" + redis,
 	}
@@ -336,6 +337,22 @@ func TestScaleOut(t *testing.T) {
 		t.Errorf("backend event quality %v, want joined", server["quality"])
 	}
 
+	// Kafka refusing every append: the edge answers 429 with Retry-After,
+	// never 2xx, and the event reaches no destination.
+	refuse := cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: scaleTopic, Err: kerr.NotEnoughReplicas, Count: -1})
+	req, _ := http.NewRequest("POST", edges[1].base+"/collect", strings.NewReader(`{"name":"scale_probe","event_id":"refused-0"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer server-key-0123456789")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	refuse.Remove()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("append Kafka never acknowledged: %d (Retry-After %q), want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+
 	// An event destination a refuses goes to a's dead-letter topic, and
 	// only there: b gets it, and a's group commits past it.
 	a.mu.Lock()
@@ -417,6 +434,11 @@ func TestScaleOut(t *testing.T) {
 		}
 	}
 	t.Logf("forwarders counted %d redelivered records", redelivered)
+	for i, r := range []*fleetReceiver{a, b} {
+		if n := r.count("refused-"); n != 0 {
+			t.Errorf("destination %d got the event Kafka refused %d times", i, n)
+		}
+	}
 	// Everything is resolved: no lag left on the surviving forwarders.
 	for guard := time.Now().Add(30 * time.Second); ; {
 		lag := 0
