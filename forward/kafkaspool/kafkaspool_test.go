@@ -50,6 +50,11 @@ var fast = kafkaspool.WithClientOptions(kgo.MetadataMinAge(50*time.Millisecond),
 
 func newSink(t *testing.T, c *kfake.Cluster, opts ...kafkaspool.Option) *kafkaspool.Sink {
 	t.Helper()
+	return newSinkB(t, c, opts...)
+}
+
+func newSinkB(t testing.TB, c *kfake.Cluster, opts ...kafkaspool.Option) *kafkaspool.Sink {
+	t.Helper()
 	s, err := kafkaspool.NewSink(spoolConfig(c), nil, nil, append([]kafkaspool.Option{fast}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
