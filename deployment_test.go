@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -71,4 +72,24 @@ func TestForwardNeedsKafkaSpool(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The local DLQ CLI points at the Kafka topics instead of showing an empty
+// local spool.
+func TestDLQCLIWithKafkaSpool(t *testing.T) {
+	for _, args := range [][]string{{"dlq", "list"}, {"quarantine", "list"}} {
+		code, _, errOut := runCmd(t, t.TempDir(), nil, append(args, "-config", mustAbs(t, "docs/examples/edge.yaml"))...)
+		if code != 1 || !strings.Contains(errOut, "sidetrack-events.dlq.<destination>") {
+			t.Errorf("%v: exit %d, stderr %q", args, code, errOut)
+		}
+	}
+}
+
+func mustAbs(t *testing.T, path string) string {
+	t.Helper()
+	p, err := filepath.Abs(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
