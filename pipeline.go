@@ -19,6 +19,7 @@ type stages struct {
 	identity *enrich.Identity
 	privacy  *enrich.Privacy
 	dedup    *enrich.Dedup
+	join     *enrich.Join
 	closers  []func() error
 }
 
@@ -88,7 +89,7 @@ func buildPipeline(cfg *config.Config, log *zap.Logger, now func() time.Time, in
 		_ = st.close()
 		return nil, err
 	}
-	st.identity, st.privacy, st.dedup = identity, privacy, dedup
+	st.identity, st.privacy, st.dedup, st.join = identity, privacy, dedup, join
 	st.pipeline = enrich.NewPipeline(now,
 		consent, identity, attribution, geo, privacy, bot, naming, validation, join, dedup)
 	return st, nil

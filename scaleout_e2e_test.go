@@ -336,6 +336,9 @@ func TestScaleOut(t *testing.T) {
 	if q, _ := server["quality"].([]any); !slices.Contains(q, any("joined")) {
 		t.Errorf("backend event quality %v, want joined", server["quality"])
 	}
+	if hits := edges[1].metric("sidetrack_join_redis_hits_total"); hits != 1 {
+		t.Errorf("the second replica counted %d joins through Redis, want 1", hits)
+	}
 
 	// Kafka refusing every append: the edge answers 429 with Retry-After,
 	// never 2xx, and the event reaches no destination.

@@ -150,7 +150,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		Pipeline: st.pipeline,
 		Events:   pool,
 		Pages:    st.identity,
-		Metrics:  []proxy.MetricsWriter{sink.Metrics(), dedupMetrics(st.dedup)},
+		Metrics:  []proxy.MetricsWriter{sink.Metrics(), dedupMetrics(st.dedup), joinMetrics(st.join)},
 	})
 	if err != nil {
 		return err
