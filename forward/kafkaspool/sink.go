@@ -108,6 +108,9 @@ type Sink struct {
 	recs       sync.Pool // *work
 
 	appended, failed, busy, quarantined *metrics.Counter
+	// partial counts records acknowledged by Kafka in an append that
+	// failed as a whole: each may reach destinations twice.
+	partial *metrics.Counter
 }
 
 type work struct {
@@ -135,6 +138,7 @@ func NewSink(cfg *config.Config, log *zap.Logger, pool *enrich.EventPool, opts .
 		failed:      o.metrics.NewCounter(`sidetrack_kafka_spool_append_errors_total`),
 		busy:        o.metrics.NewCounter(`sidetrack_kafka_spool_busy_total`),
 		quarantined: o.metrics.NewCounter(`sidetrack_quarantine_total`),
+		partial:     o.metrics.NewCounter(`sidetrack_kafka_spool_partial_total`),
 	}
 	if s.timeout <= 0 {
 		s.timeout = 5 * time.Second
@@ -251,7 +255,15 @@ func (s *Sink) Append(ctx context.Context, events []*enrich.Event) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	if err := s.cl.ProduceSync(ctx, w.recs...).FirstErr(); err != nil {
+	res := s.cl.ProduceSync(ctx, w.recs...)
+	if err := res.FirstErr(); err != nil {
+		// Records Kafka took although the request fails: the client's
+		// retry appends them again (the duplicates DESIGN §5 allows).
+		for _, r := range res {
+			if r.Err == nil {
+				s.partial.Inc()
+			}
+		}
 		return s.classify(err)
 	}
 	s.appended.Add(len(events))
