@@ -19,6 +19,7 @@ import (
 
 	"github.com/sidetrack/sidetrack/config"
 	"github.com/sidetrack/sidetrack/forward"
+	"github.com/sidetrack/sidetrack/forward/kafkaspool"
 	"github.com/sidetrack/sidetrack/proxy"
 )
 
@@ -173,6 +174,10 @@ func openDeadLetters(cfgPath string, env []string, stderr io.Writer) (proxy.Dead
 	cfg, err := config.Load(cfgPath, env)
 	if err != nil {
 		return nil, nil, err
+	}
+	if cfg.Spool.Type == "kafka" {
+		return nil, nil, fmt.Errorf("spool.type is kafka: dead letters are in the topics %s and quarantined events in %s (docs/deployment.md)",
+			kafkaspool.DLQTopic(cfg.Spool.Topic, "<destination>"), kafkaspool.QuarantineTopic(cfg.Spool.Topic))
 	}
 	sp, err := forward.Open(cfg, nil, zap.NewNop(), nil, forward.WithLockTimeout(300*time.Millisecond))
 	if err == nil {

@@ -10,6 +10,7 @@
 //	sidetrack healthcheck [-config FILE]      probe the admin port (exit 0/1)
 //	sidetrack dlq list|show|replay|purge      dead-letter queues (see docs/delivery.md)
 //	sidetrack quarantine list|show            quarantined events
+//	sidetrack forward [-config FILE]          deliver from the Kafka spool
 package main
 
 import (
@@ -39,6 +40,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int 
 			return dlqCmd(args[1:], env, stdout, stderr)
 		case "quarantine":
 			return quarantineCmd(args[1:], env, stdout, stderr)
+		case "forward":
+			return forwardCmd(ctx, args[1:], env, stderr)
 		case "help", "-h", "-help", "--help":
 			usage(stdout)
 			return 0
@@ -93,6 +96,8 @@ Usage:
   sidetrack dlq list [-config FILE]         dead letters per destination
   sidetrack dlq show DEST | replay DEST [-since 24h] | purge DEST
   sidetrack quarantine list | show          events that failed validation on browser routes
+  sidetrack forward [-config FILE]          deliver from the Kafka spool (spool.type kafka;
+                                            admin port only, see docs/deployment.md)
 
 Environment: SIDETRACK_<KEY> overrides a config key, "__" between levels
 (SIDETRACK_SPOOL__MAX_BYTES=8GiB); <KEY>_FILE reads a secret from a file.

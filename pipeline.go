@@ -19,6 +19,7 @@ type stages struct {
 	identity *enrich.Identity
 	privacy  *enrich.Privacy
 	dedup    *enrich.Dedup
+	join     *enrich.Join
 	closers  []func() error
 }
 
@@ -54,9 +55,15 @@ func buildPipeline(cfg *config.Config, log *zap.Logger, now func() time.Time, in
 	if geo != nil {
 		st.closers = append(st.closers, geo.Close)
 	}
-	// One daily salt per process: IP hashes and cookieless ids of a day
-	// agree, and nothing links two days once the salt rotated.
-	salts := enrich.NewDailySalt(nil, now, nil)
+	// One daily salt per process, or per fleet when replicas share a Redis:
+	// IP hashes and cookieless ids of a day agree, and nothing links two
+	// days once the salt rotated.
+	store, err := sharedSaltStore(cfg, log)
+	keep(err)
+	if store != nil {
+		st.closers = append(st.closers, func() error { store.Close(); return nil })
+	}
+	salts := enrich.NewDailySalt(saltStore(store), now, nil)
 	privacy, err := enrich.NewPrivacy(cfg, salts, now)
 	keep(err)
 	if identity != nil {
@@ -82,7 +89,7 @@ func buildPipeline(cfg *config.Config, log *zap.Logger, now func() time.Time, in
 		_ = st.close()
 		return nil, err
 	}
-	st.identity, st.privacy, st.dedup = identity, privacy, dedup
+	st.identity, st.privacy, st.dedup, st.join = identity, privacy, dedup, join
 	st.pipeline = enrich.NewPipeline(now,
 		consent, identity, attribution, geo, privacy, bot, naming, validation, join, dedup)
 	return st, nil

@@ -99,20 +99,15 @@ func serve(ctx context.Context, o serveOptions) error {
 	// runs.
 	var privacy *enrich.Privacy
 	openIP := func(sealed string) (netip.Addr, error) { return privacy.OpenIP(sealed) }
-	dests, err := forward.NewDestinations(cfg, log, openIP)
-	if err != nil {
-		return err
-	}
 	// Dedup confirms its reservations once the spool has the keys; the
 	// stage is built after the spool (which it reads), so it is bound late,
 	// before the proxy serves the first append.
 	var dedup *enrich.Dedup
-	committed := forward.WithCommitted(func(keys [][16]byte) { dedup.Commit(keys) })
-	spool, err := forward.Open(cfg, dests, log, pool, committed)
+	committed := func(keys [][16]byte) { dedup.Commit(keys) }
+	// spool is nil with spool.type kafka: the edge then only appends, and
+	// `sidetrack forward` delivers.
+	sink, spool, err := openSink(cfg, log, pool, openIP, committed)
 	if err != nil {
-		for _, d := range dests {
-			_ = d.Close()
-		}
 		return err
 	}
 	// The spool is closed once: by the graceful shutdown (flushing within
@@ -122,7 +117,7 @@ func serve(ctx context.Context, o serveOptions) error {
 	var closeOnce sync.Once
 	closeSpool := func(ctx context.Context) {
 		closeOnce.Do(func() {
-			if err := spool.Close(ctx); err != nil {
+			if err := sink.Close(ctx); err != nil {
 				log.Warn("spool close", zap.Error(err))
 			}
 		})
@@ -133,7 +128,7 @@ func serve(ctx context.Context, o serveOptions) error {
 		closeSpool(ctx)
 	}()
 
-	st, err := buildPipeline(cfg, log, nil, spool)
+	st, err := buildPipeline(cfg, log, nil, idIndex(spool))
 	if err != nil {
 		return err
 	}
@@ -145,34 +140,50 @@ func serve(ctx context.Context, o serveOptions) error {
 	}()
 	runCtx, stopDelivery := context.WithCancel(context.Background())
 	defer stopDelivery()
-	if err := spool.Start(runCtx); err != nil {
-		return err
+	if spool != nil {
+		if err := spool.Start(runCtx); err != nil {
+			return err
+		}
 	}
 
 	// The live trace (debug.trace_events: 0 turns it off) watches every
 	// event; it records only while someone looks at /debug/events.
-	dq := quality.New(cfg, quality.WithDLQDepth(spool.DLQDepth))
+	// Data quality sees every decoded event; in Kafka mode the DLQ lives
+	// with the forwarders, so its depth is theirs to report.
+	var qopts []quality.Option
+	if spool != nil {
+		qopts = append(qopts, quality.WithDLQDepth(spool.DLQDepth))
+	}
+	dq := quality.New(cfg, qopts...)
 	observers := []proxy.EventObserver{dq}
 	var tracer *proxy.Tracer
 	if cfg.Debug.TraceEvents > 0 {
-		tracer = proxy.NewTracer(cfg.Debug, spoolExplainer{spool}, nil)
+		// With spool.type kafka the forwarders decide admission when they
+		// read a record, so the edge's trace shows no destinations.
+		var x proxy.Explainer
+		if spool != nil {
+			x = spoolExplainer{spool}
+		}
+		tracer = proxy.NewTracer(cfg.Debug, x, nil)
 		observers = append(observers, tracer)
 	}
 	srv, err := proxy.New(cfg, log, proxy.Options{
-		Ready:     spool,
-		Sink:      spool,
+		Ready:     sink,
+		Sink:      sink,
 		Pipeline:  st.pipeline,
 		Events:    pool,
 		Pages:     st.identity,
-		Metrics:   []proxy.MetricsWriter{spool.Metrics(), dedupMetrics(st.dedup), dq.Metrics()},
+		Metrics:   []proxy.MetricsWriter{sink.Metrics(), dedupMetrics(st.dedup), joinMetrics(st.join), dq.Metrics()},
 		Observers: observers,
 	})
 	if err != nil {
 		return err
 	}
-	srv.HandleDeadLetters(spool)
 	srv.HandleTrace(tracer)
 	srv.HandleStatus(statusSources(spool, dq))
+	if spool != nil {
+		srv.HandleDeadLetters(spool)
+	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -273,9 +284,13 @@ func firstNDJSONPath(cfg *config.Config) string {
 // statusSources are the parts of /status.json that delivery and the
 // data-quality tracker own.
 func statusSources(spool *forward.Spool, dq *quality.Tracker) proxy.StatusSources {
-	return proxy.StatusSources{
-		Delivery:   func() (any, error) { return spool.Status(), nil },
-		Quality:    func() (any, error) { return dq.Snapshot(), nil },
-		Quarantine: func() (any, error) { return spool.RecentQuarantine(20) },
+	src := proxy.StatusSources{Quality: func() (any, error) { return dq.Snapshot(), nil }}
+	// With spool.type kafka delivery and quarantine live with the
+	// forwarders and on Kafka topics; the edge's page shows ingest and
+	// data quality.
+	if spool != nil {
+		src.Delivery = func() (any, error) { return spool.Status(), nil }
+		src.Quarantine = func() (any, error) { return spool.RecentQuarantine(20) }
 	}
+	return src
 }

@@ -289,6 +289,19 @@ type Spool struct {
 	Fsync    Fsync    `yaml:"fsync"`
 	Brokers  []string `yaml:"brokers"`
 	Topic    string   `yaml:"topic"`
+	// Group prefixes the consumer group of each destination
+	// (<group>-<destination>) in the forward process mode.
+	Group string `yaml:"group"`
+	// Timeout bounds how long an edge waits for Kafka's acknowledgement
+	// before answering 429 (type kafka).
+	Timeout Duration `yaml:"timeout"`
+	// SessionTimeout is how long the group waits for a silent forwarder
+	// before its partitions move to the others (type kafka).
+	SessionTimeout Duration `yaml:"session_timeout"`
+	// TLS and SASL secure the connection to the brokers (type kafka), as
+	// for a kafka destination.
+	TLS  bool `yaml:"tls"`
+	SASL SASL `yaml:"sasl"`
 }
 
 // DLQ bounds the dead-letter queues.

@@ -86,7 +86,7 @@ func TestDefaultsMatchDesign(t *testing.T) {
 		{"bots", c.Bots, "flag"},
 		{"join", c.Join, Join{Capacity: 1000000, MaxBytes: 64 << 20, TTL: d("72h")}},
 		{"dedup", c.Dedup, Dedup{Window: d("48h"), Capacity: 10000000, FalsePositiveRate: 0.0001, CrossSource: []string{"order_completed"}}},
-		{"spool", c.Spool, Spool{Type: "local", Dir: "./sidetrack-data/spool", MaxBytes: 4 << 30, Fsync: Fsync{Interval: 50 * time.Millisecond}, Brokers: []string{}}},
+		{"spool", c.Spool, Spool{Type: "local", Dir: "./sidetrack-data/spool", MaxBytes: 4 << 30, Fsync: Fsync{Interval: 50 * time.Millisecond}, Brokers: []string{}, Group: "sidetrack", Timeout: Duration(5 * time.Second), SessionTimeout: Duration(45 * time.Second)}},
 		{"dlq", c.DLQ, DLQ{MaxBytes: 1 << 30, MaxAge: d("14d")}},
 		{"scripts", len(c.Scripts), 0},
 		{"alerts", c.Alerts, Alerts{MinEvents: 100}},

@@ -304,6 +304,19 @@ func (v *validator) spool(c *Config) {
 	case "kafka":
 		v.brokers("spool.brokers", s.Brokers, "type kafka")
 		v.topic("spool.topic", s.Topic, "type kafka")
+		v.topic("spool.group", s.Group, "type kafka")
+		v.positive("spool.timeout", s.Timeout)
+		v.positive("spool.session_timeout", s.SessionTimeout)
+		v.oneOf("spool.sasl.mechanism", s.SASL.Mechanism, "", "plain", "scram-sha-256", "scram-sha-512")
+		if s.SASL.Mechanism != "" && (s.SASL.User == "" || s.SASL.Password == "") {
+			v.add("spool.sasl", "user and password are required with mechanism %s", s.SASL.Mechanism)
+		}
+		if s.SASL.Mechanism == "" && (s.SASL.User != "" || s.SASL.Password != "") {
+			v.add("spool.sasl.mechanism", "required when user or password is set")
+		}
+		if len(s.Topic)+len(".dlq.")+longestDestName(c) > 249 {
+			v.add("spool.topic", "too long: the dead-letter topics <topic>.dlq.<destination> must fit Kafka's 249 characters")
+		}
 	default:
 		v.add("spool.type", "%q is not one of local, kafka", s.Type)
 	}
@@ -740,4 +753,13 @@ func isToken(s string) bool {
 		}
 	}
 	return true
+}
+
+// longestDestName is the length of the longest destination name.
+func longestDestName(c *Config) int {
+	n := 0
+	for _, d := range c.Destinations {
+		n = max(n, len(d.Name))
+	}
+	return n
 }

@@ -97,6 +97,12 @@ func TestValidateEachCheck(t *testing.T) {
 		{"spool dir", func(c *Config) { c.Spool.Dir = "" }, "spool.dir", "required for type local"},
 		{"spool kafka topic", func(c *Config) { c.Spool.Type = "kafka"; c.Spool.Brokers = []string{"k:9092"} }, "spool.topic", "required for type kafka"},
 		{"spool max_bytes", func(c *Config) { c.Spool.MaxBytes = 0 }, "spool.max_bytes", "positive"},
+		{"spool kafka group", func(c *Config) { kafkaSpool(c); c.Spool.Group = "a group" }, "spool.group", "not a Kafka topic name"},
+		{"spool kafka timeout", func(c *Config) { kafkaSpool(c); c.Spool.Timeout = 0 }, "spool.timeout", "positive"},
+		{"spool kafka session", func(c *Config) { kafkaSpool(c); c.Spool.SessionTimeout = 0 }, "spool.session_timeout", "positive"},
+		{"spool kafka sasl", func(c *Config) { kafkaSpool(c); c.Spool.SASL.Mechanism = "plain" }, "spool.sasl", "user and password are required"},
+		{"spool kafka sasl mechanism", func(c *Config) { kafkaSpool(c); c.Spool.SASL = SASL{Mechanism: "gssapi", User: "u", Password: "p"} }, "spool.sasl.mechanism", "not one of"},
+		{"spool kafka dlq topics", func(c *Config) { kafkaSpool(c); c.Spool.Topic = strings.Repeat("t", 240) }, "spool.topic", "dead-letter topics"},
 		{"spool fsync unset", func(c *Config) { c.Spool.Fsync = Fsync{} }, "spool.fsync", "always, never or a positive interval"},
 		{"spool fsync two", func(c *Config) { c.Spool.Fsync.Never = true }, "spool.fsync", "always, never or a positive interval"},
 		{"dlq", func(c *Config) { c.DLQ.MaxAge = 0 }, "dlq.max_age", "positive"},
@@ -210,4 +216,9 @@ destinations:
 	if !strings.Contains(err.Error(), "\n  destinations[1] (meta).access_token: required for type metacapi") {
 		t.Errorf("Error() lacks the access_token line:\n%s", err)
 	}
+}
+
+// kafkaSpool makes c's spool a valid Kafka one.
+func kafkaSpool(c *Config) {
+	c.Spool.Type, c.Spool.Brokers, c.Spool.Topic = "kafka", []string{"k:9092"}, "events"
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/dgraph-io/ristretto/v2/z"
+	"go.uber.org/zap"
 
 	"github.com/sidetrack/sidetrack/config"
 )
@@ -39,6 +40,8 @@ type Join struct {
 	cache *ristretto.Cache[string, *joinCtx]
 	ttl   time.Duration
 	keys  sync.Pool // *[]byte scratch for cache keys
+	// shared, when join.redis is set, shares contexts between replicas.
+	shared *joinRedis
 
 	matched, unmatched, noKey, remembered atomic.Uint64
 }
@@ -51,6 +54,10 @@ type JoinStats struct {
 	Matched, Unmatched, NoKey uint64
 	// Remembered counts browser contexts stored (new or changed).
 	Remembered uint64
+	// SharedHits counts server events matched through join.redis;
+	// SharedErrors failed Redis round trips; SharedDropped contexts not
+	// shared because the write queue was full.
+	SharedHits, SharedErrors, SharedDropped uint64
 }
 
 // joinCtx is the browser context remembered for a device, user or order.
@@ -105,6 +112,12 @@ func NewJoin(cfg *config.Config) (*Join, error) {
 		return nil, err
 	}
 	j.cache = c
+	if cfg.Join.Redis != "" {
+		if j.shared, err = newJoinRedis(cfg.Join.Redis, j.ttl, zap.NewNop()); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	return j, nil
 }
 
@@ -113,14 +126,21 @@ func (j *Join) Close() {
 	if j.cache != nil {
 		j.cache.Close()
 	}
+	if j.shared != nil {
+		j.shared.close()
+	}
 }
 
 // Stats returns the counters, for metrics.
 func (j *Join) Stats() JoinStats {
-	return JoinStats{
+	st := JoinStats{
 		Matched: j.matched.Load(), Unmatched: j.unmatched.Load(),
 		NoKey: j.noKey.Load(), Remembered: j.remembered.Load(),
 	}
+	if r := j.shared; r != nil {
+		st.SharedHits, st.SharedErrors, st.SharedDropped = r.hits.Load(), r.errors.Load(), r.dropped.Load()
+	}
+	return st
 }
 
 // joinKey builds a cache key in *buf (a kind byte, then the id) and
@@ -163,6 +183,10 @@ func (j *Join) fill(e *Event, kb *[]byte) {
 		if c, found = j.cache.Get(joinKey(kb, k.kind, k.id)); found && c != nil {
 			break
 		}
+	}
+	if (!found || c == nil) && tried && j.shared != nil {
+		c = j.fillShared(e)
+		found = c != nil
 	}
 	switch {
 	case found && c != nil:
@@ -234,11 +258,13 @@ func (j *Join) remember(e *Event, kb *[]byte, now time.Time) {
 		cur.inherit(prev, j.ttl, now)
 	}
 	stored := prev
+	var shared []string // keys to share: those written here
 	if prev == nil || cur != *prev {
 		stored = cur.clone()
 		j.remembered.Add(1)
 		if dev != "" {
 			j.cache.SetWithTTL(joinKey(kb, joinKeyDevice, dev), stored, stored.cost(), j.ttl)
+			shared = j.shareKey(shared, joinKeyDevice, dev)
 		}
 	}
 	for _, k := range [...]struct {
@@ -251,7 +277,11 @@ func (j *Join) remember(e *Event, kb *[]byte, now time.Time) {
 		key := joinKey(kb, k.kind, k.id)
 		if old, ok := j.cache.Get(key); !ok || old != stored {
 			j.cache.SetWithTTL(key, stored, stored.cost(), j.ttl)
+			shared = j.shareKey(shared, k.kind, k.id)
 		}
+	}
+	if len(shared) > 0 {
+		j.shared.put(shared, stored)
 	}
 }
 

@@ -1,7 +1,6 @@
 package forward
 
 import (
-	"context"
 	"time"
 
 	"go.uber.org/zap"
@@ -274,7 +273,7 @@ func (x *deliverer) commit(now time.Time) {
 func (x *deliverer) submit(op *resolveOp) error {
 	wait := 100 * time.Millisecond
 	for {
-		err := x.s.submit(context.Background(), op)
+		err := x.store(op)
 		if err == nil {
 			return nil
 		}

@@ -21,6 +21,9 @@ const scanLimit = 4096
 // skipped. A record whose event does not decode is dead-lettered as it
 // is. more reports that it stopped before the end of the spool.
 func (x *deliverer) read(due []*retryEntry, limit int) (items []*item, more bool, err error) {
+	if x.d.ext != nil {
+		return x.readExternal(due, limit)
+	}
 	now := x.clock.Now()
 	var key [8]byte
 	err = x.s.db.View(func(tx *bolt.Tx) error {

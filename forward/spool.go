@@ -88,6 +88,9 @@ type destState struct {
 	// orders placed.
 	ordersDelivered, ordersDead atomic.Int64
 
+	// ext, when set, feeds the deliverer instead of the spool file (Feed).
+	ext Log
+
 	// Loaded by Open, owned by the deliverer afterwards.
 	cursor  uint64
 	retries []*retryEntry
