@@ -52,6 +52,10 @@ type options struct {
 	SVGPath         string
 	// ModuleRoot is where `go build` finds sidetrack; empty means ask `go env GOMOD`.
 	ModuleRoot string
+	// Topology is single (one sidetrack with its local spool) or scaleout
+	// (Edges replicas on Kafka, Forwarders `sidetrack forward` processes).
+	Topology                      string
+	Edges, Forwarders, Partitions int
 }
 
 func main() {
@@ -86,6 +90,10 @@ func main() {
 	})
 	flag.DurationVar(&o.LatencyDuration, "latency-duration", 5*time.Second, "duration of each open-loop point (0: no latency runs)")
 	flag.StringVar(&o.SVGPath, "svg", "", "write the latency-vs-rate chart here (default with -sweep or -rates: bench-latency.svg)")
+	flag.StringVar(&o.Topology, "topology", "single", "single (one sidetrack, local spool) or scaleout (edges → in-process Kafka → forwarders)")
+	flag.IntVar(&o.Edges, "edges", 2, "with -topology scaleout: edge replicas (spool.type kafka)")
+	flag.IntVar(&o.Forwarders, "forwarders", 2, "with -topology scaleout: `sidetrack forward` processes")
+	flag.IntVar(&o.Partitions, "partitions", 4, "with -topology scaleout: partitions of the spool topic")
 	svgFrom := flag.String("svg-from", "", "redraw the chart from a -json report (to -svg, default bench-latency.svg) and exit")
 	flag.Parse()
 	if *svgFrom != "" {
@@ -101,6 +109,14 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	switch o.Topology {
+	case "single":
+	case "scaleout":
+		os.Exit(scaleOut(ctx, o))
+	default:
+		fmt.Fprintf(os.Stderr, "bench: -topology %q: want single or scaleout\n", o.Topology)
+		os.Exit(2)
+	}
 	rep, err := run(ctx, o, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -116,6 +132,33 @@ func main() {
 	if rep.Failed() {
 		os.Exit(1)
 	}
+}
+
+// scaleOut runs the scale-out topology and returns the exit status.
+func scaleOut(ctx context.Context, o options) int {
+	rep, err := RunScaleOut(ctx, ScaleOutOptions{
+		Edges: o.Edges, Forwarders: o.Forwarders, Partitions: o.Partitions,
+		Connections: o.Connections, Duration: o.Duration, DrainMax: o.DrainMax, ModuleRoot: o.ModuleRoot,
+	}, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	rep.WriteText(os.Stdout)
+	if o.JSONPath != "" {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err == nil {
+			err = os.WriteFile(o.JSONPath, append(b, '\n'), 0o644)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 2
+		}
+	}
+	if rep.Failed() {
+		return 1
+	}
+	return 0
 }
 
 // floats parses a comma-separated list of positive numbers.
