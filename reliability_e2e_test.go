@@ -1,0 +1,330 @@
+package main
+
+// The end-to-end reliability set (docs/reliability.md): the real binary,
+// a webhook destination behind an in-process toxiproxy, and the one
+// invariant of DESIGN §5 checked after every fault: per destination,
+// accepted = delivered + dead-lettered + still spooled, duplicates only
+// where an answer was lost, and new events flow once the fault is gone.
+// RELIABILITY_LONG=1 turns on the long variants (a soak).
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+)
+
+// reliabilityLong reports whether the long (soak) variants run.
+func reliabilityLong() bool { return os.Getenv("RELIABILITY_LONG") == "1" }
+
+// sink is a webhook receiver that counts deliveries per event id; answer
+// (when set) may refuse a request with a status and a Retry-After.
+type sink struct {
+	mu     sync.Mutex
+	got    map[string]int
+	calls  int
+	answer func(call int) (code int, retryAfter string)
+}
+
+func newSink() *sink { return &sink{got: map[string]int{}} }
+
+func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Events []struct {
+			EventID string `json:"event_id"`
+		} `json:"events"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		// A malformed batch is sidetrack's bug: 400 sends it to the DLQ,
+		// where the invariant sees it.
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	s.calls++
+	call, answer := s.calls, s.answer
+	s.mu.Unlock()
+	if answer != nil {
+		if code, ra := answer(call); code != 0 {
+			if ra != "" {
+				w.Header().Set("Retry-After", ra)
+			}
+			w.WriteHeader(code)
+			return
+		}
+	}
+	s.mu.Lock()
+	for _, e := range body.Events {
+		s.got[e.EventID]++
+	}
+	s.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *sink) setAnswer(f func(call int) (int, string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.answer = f
+}
+
+// count returns how many of ids were delivered and the extra copies.
+func (s *sink) count(ids []string) (delivered, duplicates int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		if n := s.got[id]; n > 0 {
+			delivered++
+			duplicates += n - 1
+		}
+	}
+	return delivered, duplicates
+}
+
+// metric adds up the admin /metrics series that start with prefix (a
+// name, or a name and the start of its labels).
+func (in *instance) metric(prefix string) float64 {
+	in.t.Helper()
+	req, _ := http.NewRequest("GET", in.admin+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer admin-token-0123456789")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, prefix) {
+			var v float64
+			fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// collect posts one event per request with a server key from senders
+// goroutines and returns the ids answered 204 and the other answers.
+func collect(t *testing.T, base, prefix string, n, senders int) (acked []string, other map[int]int) {
+	t.Helper()
+	client := &http.Client{Timeout: 30 * time.Second}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	other = map[int]int{}
+	next := make(chan int)
+	go func() {
+		for i := range n {
+			next <- i
+		}
+		close(next)
+	}()
+	for range senders {
+		wg.Go(func() {
+			for i := range next {
+				id := fmt.Sprintf("%s-%05d", prefix, i)
+				code := postEvent(client, base, id)
+				mu.Lock()
+				if code == http.StatusNoContent {
+					acked = append(acked, id)
+				} else {
+					other[code]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return acked, other
+}
+
+// postEvent sends one server-side /collect event and returns the status
+// (0 for a transport error).
+func postEvent(client *http.Client, base, id string) int {
+	req, _ := http.NewRequest("POST", base+"/collect",
+		strings.NewReader(`{"name":"reliability_probe","event_id":"`+id+`"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer server-key-0123456789")
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// balance waits until every accepted id is delivered, dead-lettered or
+// spooled for the hook destination with nothing left in flight, checks
+// accepted = delivered + dead-lettered + spooled, and logs the counts.
+// dlqBefore is the DLQ size before these ids were sent.
+func balance(t *testing.T, in *instance, s *sink, phase string, accepted []string, dlqBefore float64, wantDLQ bool) (delivered, dups int) {
+	t.Helper()
+	var dlq, spooled float64
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		delivered, dups = s.count(accepted)
+		dlq = in.metric(`sidetrack_dlq_events{destination="hook"}`) - dlqBefore
+		spooled = in.metric(`sidetrack_backlog_events{destination="hook"}`)
+		if delivered+int(dlq) == len(accepted) && spooled == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("%s: accepted %d = delivered %d + dead-lettered %d + spooled %d; duplicates %d",
+		phase, len(accepted), delivered, int(dlq), int(spooled), dups)
+	if delivered+int(dlq)+int(spooled) != len(accepted) || spooled != 0 {
+		t.Errorf("%s: accepted %d != delivered %d + dead-lettered %d + spooled %d",
+			phase, len(accepted), delivered, int(dlq), int(spooled))
+	}
+	if (dlq > 0) != wantDLQ {
+		t.Errorf("%s: %d dead-lettered, want dead letters: %v", phase, int(dlq), wantDLQ)
+	}
+	return delivered, dups
+}
+
+// e2eToxiproxy starts an in-process toxiproxy in front of target.
+func e2eToxiproxy(t *testing.T, target string) *toxiproxy.Proxy {
+	t.Helper()
+	// Some toxics log through zerolog's global logger at trace level.
+	zerolog.SetGlobalLevel(zerolog.Disabled)
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	p := toxiproxy.NewProxy(srv, "hook", "127.0.0.1:0", target)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return p
+}
+
+func e2eToxic(t *testing.T, p *toxiproxy.Proxy, js string) {
+	t.Helper()
+	if _, err := p.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
+		t.Fatalf("toxic %s: %v", js, err)
+	}
+}
+
+// hookConfig is a test config whose only destination is a webhook at url
+// with quick retries.
+func hookConfig(dir, url, extra string) string {
+	return testConfigWith(dir, url, fmt.Sprintf(
+		"  - {name: hook, type: webhook, url: %q, batch: {max_events: 20, max_wait: 20ms}, retry: {max_attempts: 1000000, max_backoff: 200ms}, timeout: 1s}\n",
+		url+"/hook"), extra)
+}
+
+// TestReliabilityDestinationFaults runs the binary against a webhook
+// behind toxiproxy and goes through network faults and refusing answers
+// one phase at a time.
+func TestReliabilityDestinationFaults(t *testing.T) {
+	perPhase := 40
+	outage := 0 * time.Second
+	if reliabilityLong() {
+		perPhase, outage = 1000, time.Minute
+	}
+	s := newSink()
+	target := strings.TrimPrefix(origin(t, s), "http://")
+	p := e2eToxiproxy(t, target)
+	dir := t.TempDir()
+	in := start(t, dir, hookConfig(dir, "http://"+p.Listen, ""))
+
+	retries := func() float64 { return in.metric(`sidetrack_retries_total{destination="hook"}`) }
+	waitRetries := func(n float64) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for retries() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("retries stayed at %v, want %v", retries(), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	refuse := func(code int, times int, ra string) func() {
+		return func() {
+			s.mu.Lock()
+			base := s.calls
+			s.mu.Unlock()
+			s.setAnswer(func(call int) (int, string) {
+				if times < 0 || call-base <= times {
+					return code, ra
+				}
+				return 0, ""
+			})
+		}
+	}
+	phases := []struct {
+		name string
+		on   func()
+		// bite: wait for failed attempts before lifting the fault.
+		bite    bool
+		off     func()
+		wantDLQ bool
+	}{
+		{name: "outage", bite: true, on: p.Stop, off: func() {
+			time.Sleep(outage) // long variant only; the wait itself is not asserted
+			if err := p.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "latency-300ms", on: func() { e2eToxic(t, p, `{"type":"latency","attributes":{"latency":300}}`) }},
+		{name: "bandwidth-1KBps", on: func() { e2eToxic(t, p, `{"type":"bandwidth","stream":"upstream","attributes":{"rate":1}}`) }},
+		{name: "blackhole", bite: true, on: func() { e2eToxic(t, p, `{"type":"timeout","attributes":{"timeout":0}}`) }},
+		{name: "reset-peer", bite: true, on: func() {
+			e2eToxic(t, p, `{"type":"reset_peer","stream":"upstream","attributes":{"timeout":0}}`)
+		}},
+		{name: "truncated-answers", bite: true, on: func() { e2eToxic(t, p, `{"type":"limit_data","attributes":{"bytes":12}}`) }},
+		{name: "sliced", on: func() {
+			e2eToxic(t, p, `{"type":"slicer","stream":"upstream","attributes":{"average_size":5,"size_variation":2,"delay":50}}`)
+		}},
+		{name: "503-three-times", bite: true, on: refuse(503, 3, "")},
+		{name: "429-retry-after-seconds", bite: true, on: refuse(429, 1, "1")},
+		{name: "503-retry-after-date", bite: true, on: func() {
+			refuse(503, 1, time.Now().Add(time.Second).UTC().Format(http.TimeFormat))()
+		}},
+		{name: "400-dead-letters", on: refuse(400, -1, ""), wantDLQ: true},
+	}
+	var totalAcked, totalDelivered, totalDups, totalDLQ int
+	for _, ph := range phases {
+		dlqBefore := in.metric(`sidetrack_dlq_events{destination="hook"}`)
+		before := retries()
+		ph.on()
+		acked, other := collect(t, in.base, ph.name, perPhase, 4)
+		if len(other) > 0 {
+			t.Errorf("%s: ingest answered %v while a destination failed (want 204: the spool absorbs it)", ph.name, other)
+		}
+		if ph.bite {
+			waitRetries(before + 1)
+		}
+		for deadline := time.Now().Add(30 * time.Second); ph.wantDLQ && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if int(in.metric(`sidetrack_dlq_events{destination="hook"}`)-dlqBefore) >= len(acked) {
+				break
+			}
+		}
+		if ph.off != nil {
+			ph.off()
+		}
+		p.Toxics.ResetToxics(t.Context())
+		s.setAnswer(nil)
+		// New events flow once the fault is gone.
+		after, _ := collect(t, in.base, ph.name+"-after", 5, 1)
+		delivered, dups := balance(t, in, s, ph.name, append(acked, after...), dlqBefore, ph.wantDLQ)
+		if dups > 0 && !strings.Contains("blackhole truncated-answers", ph.name) {
+			t.Errorf("%s: %d duplicates though every answer was complete or absent", ph.name, dups)
+		}
+		totalAcked += len(acked) + len(after)
+		totalDelivered += delivered
+		totalDups += dups
+		totalDLQ += int(in.metric(`sidetrack_dlq_events{destination="hook"}`) - dlqBefore)
+	}
+	t.Logf("destination faults: %d phases, accepted %d, delivered %d, dead-lettered %d (the 400 phase), duplicates %d, lost %d",
+		len(phases), totalAcked, totalDelivered, totalDLQ, totalDups, totalAcked-totalDelivered-totalDLQ)
+	in.stop()
+}
