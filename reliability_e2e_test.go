@@ -539,3 +539,138 @@ func TestReliabilityCrash(t *testing.T) {
 		t.Error("the ndjson file never rotated: the kills did not hit rotation")
 	}
 }
+
+// memBudget is DESIGN §8's peak memory budget; the overload test holds
+// the Go runtime's own figure (go_memstats_sys_bytes: everything the
+// runtime took from the OS) to it.
+const memBudget = 160 << 20
+
+// TestReliabilityOverload offers about ten times what a slow destination
+// drains: the spool fills to spool.max_bytes, ingest answers 429 with
+// Retry-After (counted in /metrics), memory stays under the budget, every
+// 204 is delivered and, once the load stops, events are accepted again.
+func TestReliabilityOverload(t *testing.T) {
+	overload := 4 * time.Second
+	if reliabilityLong() {
+		overload = time.Minute
+	}
+	s := newSink()
+	fast := make(chan struct{})
+	hook := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-fast:
+		default:
+			time.Sleep(100 * time.Millisecond)
+		}
+		s.ServeHTTP(w, r)
+	}))
+	dir := t.TempDir()
+	// Drains at most 4 senders × 5 events / 100ms = 200 events/s.
+	const drainRate = 200
+	in := start(t, dir, strings.Replace(testConfigWith(dir, hook, fmt.Sprintf(
+		"  - {name: hook, type: webhook, url: %q, batch: {max_events: 5, max_wait: 5ms}, retry: {max_attempts: 1000000, max_backoff: 100ms}}\n",
+		hook+"/hook"), ""), `spool: {dir: `, `spool: {max_bytes: 1MiB, dir: `, 1))
+
+	var (
+		mu         sync.Mutex
+		acked      []string
+		codes      = map[int]int{}
+		noRetry    int
+		peakSys    float64
+		peakHeap   float64
+		wg         sync.WaitGroup
+		stopLoad   = make(chan struct{})
+		client     = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+		sampleDone = make(chan struct{})
+	)
+	go func() {
+		defer close(sampleDone)
+		for {
+			select {
+			case <-stopLoad:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			sys, heap := in.metric("go_memstats_sys_bytes"), in.metric("go_memstats_heap_inuse_bytes")
+			mu.Lock()
+			peakSys, peakHeap = max(peakSys, sys), max(peakHeap, heap)
+			mu.Unlock()
+		}
+	}()
+	for g := range 16 {
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				select {
+				case <-stopLoad:
+					return
+				default:
+				}
+				id := fmt.Sprintf("ov-%02d-%06d", g, n)
+				req, _ := http.NewRequest("POST", in.base+"/collect",
+					strings.NewReader(`{"name":"reliability_probe","event_id":"`+id+`","properties":{"pad":"`+strings.Repeat("x", 200)+`"}}`))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", "Bearer server-key-0123456789")
+				resp, err := client.Do(req)
+				if err != nil {
+					mu.Lock()
+					codes[0]++
+					mu.Unlock()
+					continue
+				}
+				resp.Body.Close()
+				mu.Lock()
+				codes[resp.StatusCode]++
+				switch resp.StatusCode {
+				case http.StatusNoContent:
+					acked = append(acked, id)
+				case http.StatusTooManyRequests:
+					if resp.Header.Get("Retry-After") == "" {
+						noRetry++
+					}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(overload)
+	close(stopLoad)
+	wg.Wait()
+	<-sampleDone
+	offered := 0
+	for _, n := range codes {
+		offered += n
+	}
+	full := in.metric("sidetrack_spool_full_total")
+	counted429 := in.metric(`sidetrack_requests_total{route="collect",code="429"}`)
+	t.Logf("overload: offered %d requests in %v (%.0f/s, %.1f× the destination's %d/s), answers %v, spool-full count %v, 429s in /metrics %v, peak go_memstats_sys_bytes %.1f MiB, heap in use %.1f MiB",
+		offered, overload, float64(offered)/overload.Seconds(), float64(offered)/overload.Seconds()/drainRate, drainRate,
+		codes, full, counted429, peakSys/(1<<20), peakHeap/(1<<20))
+	if codes[http.StatusTooManyRequests] == 0 {
+		t.Fatalf("no 429 under overload: answers %v", codes)
+	}
+	if noRetry > 0 {
+		t.Errorf("%d answers 429 without Retry-After", noRetry)
+	}
+	if full == 0 || int(counted429) != codes[http.StatusTooManyRequests] {
+		t.Errorf("429s not counted: spool-full %v, requests_total code 429 %v, clients saw %d", full, counted429, codes[http.StatusTooManyRequests])
+	}
+	if codes[0] > 0 || len(codes) > 2 {
+		t.Errorf("answers other than 204/429 under overload: %v", codes)
+	}
+	if peakSys > memBudget {
+		t.Errorf("memory under overload: %.1f MiB from the OS, budget %d MiB", peakSys/(1<<20), memBudget>>20)
+	}
+
+	// Recovery: the destination is fast again, the backlog drains and new
+	// events are accepted.
+	close(fast)
+	after, other := collect(t, in.base, "ov-after", 50, 2)
+	for len(after) < 50 && len(other) > 0 {
+		more, o := collect(t, in.base, fmt.Sprintf("ov-after%d", len(after)), 50-len(after), 2)
+		after, other = append(after, more...), o
+		time.Sleep(100 * time.Millisecond)
+	}
+	all := append(acked, after...)
+	balance(t, in, s, "overload", all, 0, false)
+	in.stop()
+}
