@@ -510,8 +510,15 @@ func TestReliabilityCrash(t *testing.T) {
 		return hookMissing, fileMissing, fileIDs
 	}
 	hm, fm, _ := check()
+	leftHook, leftFile := hm, fm
+	// The webhook keeps up, so the drain must empty it. The ndjson
+	// destination, rotating a 16 KiB file per batch, may still hold a
+	// backlog from the rounds when shutdown_timeout ends the drain: it stays
+	// in the spool for the next start.
+	if hm > 0 {
+		t.Errorf("after SIGTERM %d acknowledged events were not delivered to the webhook (shutdown must drain)", hm)
+	}
 	if hm+fm > 0 {
-		t.Errorf("after SIGTERM %d acknowledged events were not delivered to the webhook and %d not written to the file (shutdown must drain)", hm, fm)
 		again := start(t, dir, cfg)
 		deadline := time.Now().Add(60 * time.Second)
 		for hm+fm > 0 && time.Now().Before(deadline) {
@@ -529,9 +536,9 @@ func TestReliabilityCrash(t *testing.T) {
 		}
 	}
 	rotated, _ := filepath.Glob(filepath.Join(events, "events-*.ndjson"))
-	t.Logf("crash: %d rounds, %d kills (%d during start-up), %d files rotated, acked %d (%d during the SIGTERM drain), "+
+	t.Logf("crash: %d rounds, %d kills (%d during start-up), %d files rotated, acked %d (%d during the SIGTERM drain; left in the spool after it: webhook %d, ndjson %d), "+
 		"lost webhook %d ndjson %d, duplicates webhook %d ndjson %d, other answers %v",
-		rounds, kills, startupKills, len(rotated), len(acked), len(termAcked), hm, fm, hookDups, fileDups, others)
+		rounds, kills, startupKills, len(rotated), len(acked), len(termAcked), leftHook, leftFile, hm, fm, hookDups, fileDups, others)
 	if hm+fm > 0 {
 		t.Fatalf("lost acknowledged events: webhook %d, ndjson %d", hm, fm)
 	}
