@@ -25,7 +25,6 @@ import (
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -203,7 +202,7 @@ func e2eToxiproxy(t *testing.T, target string) *toxiproxy.Proxy {
 	t.Helper()
 	// Some toxics log through zerolog's global logger at trace level.
 	zerolog.SetGlobalLevel(zerolog.Disabled)
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
 	p := toxiproxy.NewProxy(srv, "hook", "127.0.0.1:0", target)
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
