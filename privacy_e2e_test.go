@@ -14,14 +14,14 @@ import (
 	"time"
 )
 
-// TestPIICanary pushes known emails, phones, names and an IP through every
+// TestReliabilityPIICanary pushes known emails, phones, names and an IP through every
 // tracking route and then looks for them everywhere sidetrack writes: the
 // ndjson output, the spool files, the logs, /metrics, the quarantine and
 // every payload a destination received. None may appear raw. It also
 // checks that consent gates destinations: the webhook asks for ads and
 // ad_user_data, so events from a browser sending Global Privacy Control
 // never reach it, while the ndjson destination (analytics only) gets them.
-func TestPIICanary(t *testing.T) {
+func TestReliabilityPIICanary(t *testing.T) {
 	var mu sync.Mutex
 	var payloads [][]byte
 	hook := origin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -303,10 +303,10 @@ func TestPrivacyScrubEvent(t *testing.T) {
 	}
 }
 
-// TestPrivacyCanary pushes known personal data through consent and
+// TestReliabilityPrivacyCanary pushes known personal data through consent and
 // privacy (and the pipeline) and checks that the stored form of the event
 // contains none of it, raw or encoded, whatever the consent.
-func TestPrivacyCanary(t *testing.T) {
+func TestReliabilityPrivacyCanary(t *testing.T) {
 	const (
 		email  = "Canary.Person+tag@Example.org"
 		phone  = "+1 (415) 555-0134"

@@ -27,8 +27,8 @@ import (
 // every id the child printed is either still in the spool or was
 // delivered, and that a restart delivers them all.
 const (
-	crashChildEnv = "SIDETRACK_CRASH_CHILD"
-	crashFsyncEnv = "SIDETRACK_CRASH_FSYNC"
+	crashChildEnv = "RELIABILITY_CRASH_CHILD"
+	crashFsyncEnv = "RELIABILITY_CRASH_FSYNC"
 )
 
 func crashConfig(dir, fsync string) (*config.Config, error) {
@@ -120,10 +120,13 @@ func (d *fileDest) Send(_ context.Context, batch []*enrich.Event) ([]error, erro
 	return nil, err
 }
 
-func TestCrashKeepsEveryAckedEvent(t *testing.T) {
+func TestReliabilityCrashKeepsEveryAckedEvent(t *testing.T) {
 	rounds := 9
 	if testing.Short() {
 		rounds = 3
+	}
+	if reliabilityLong() {
+		rounds = 30
 	}
 	for r := 0; r < rounds; r++ {
 		fsync := []string{"50ms", "always", "never"}[r%3]

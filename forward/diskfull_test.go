@@ -21,7 +21,7 @@ func bigEvent(pool *enrich.EventPool, id string, n int) *enrich.Event {
 	return e
 }
 
-func TestDiskFullInjectedIsRetryAfterAndStoresNothing(t *testing.T) {
+func TestReliabilityDiskFullInjectedIsRetryAfterAndStoresNothing(t *testing.T) {
 	cfg := immediate(testConfig(t, t.TempDir(), "always", []string{dest("a", "")}, ""))
 	var fail atomic.Bool
 	hook := withBeforeCommit(func() error {
@@ -58,9 +58,9 @@ func TestDiskFullInjectedIsRetryAfterAndStoresNothing(t *testing.T) {
 	closeSpool(t, s)
 }
 
-// TestDiskFullTmpfs fills a real, tiny tmpfs. It needs root (mount);
+// TestReliabilityDiskFullTmpfs fills a real, tiny tmpfs. It needs root (mount);
 // elsewhere it is skipped with a message.
-func TestDiskFullTmpfs(t *testing.T) {
+func TestReliabilityDiskFullTmpfs(t *testing.T) {
 	dir := t.TempDir()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a tiny tmpfs; the injected disk-full test covers the logic")

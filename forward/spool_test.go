@@ -228,7 +228,7 @@ func TestSecondOpenIsLocked(t *testing.T) {
 	}
 }
 
-func TestCorruptFileIsSetAside(t *testing.T) {
+func TestReliabilityCorruptFileIsSetAside(t *testing.T) {
 	cases := []struct {
 		name  string
 		write func(t *testing.T, path string)

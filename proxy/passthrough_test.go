@@ -609,7 +609,7 @@ func waitFor(t testing.TB, cond func() bool, what string) {
 	}
 }
 
-func TestRequestBodyLimit413(t *testing.T) {
+func TestReliabilityRequestBodyLimit413(t *testing.T) {
 	o := newOrigin(t, nil)
 	cfg := testConfig(o.URL)
 	cfg.Server.MaxRequestBody = 1 << 10
@@ -799,9 +799,9 @@ func TestLargeResponseBodyStreams(t *testing.T) {
 	}
 }
 
-// TestOpenProxyCanary: no request, however crafted, makes sidetrack
+// TestReliabilityOpenProxyCanary: no request, however crafted, makes sidetrack
 // connect anywhere but the origin.
-func TestOpenProxyCanary(t *testing.T) {
+func TestReliabilityOpenProxyCanary(t *testing.T) {
 	canary, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -359,9 +359,9 @@ func TestShutdownRacesServe(t *testing.T) {
 	}
 }
 
-// TestSlowloris: a client trickling its headers slower than read_timeout is
+// TestReliabilitySlowloris: a client trickling its headers slower than read_timeout is
 // cut off (408 or a closed connection) and never reaches the origin.
-func TestSlowloris(t *testing.T) {
+func TestReliabilitySlowloris(t *testing.T) {
 	o := newOrigin(t, nil)
 	cfg := testConfig(o.URL)
 	cfg.Server.ReadTimeout = config.Duration(300 * time.Millisecond)
@@ -405,7 +405,7 @@ func TestSlowloris(t *testing.T) {
 	}
 }
 
-func TestHeaderTooLarge431(t *testing.T) {
+func TestReliabilityHeaderTooLarge431(t *testing.T) {
 	o := newOrigin(t, nil)
 	cfg := testConfig(o.URL)
 	cfg.Server.MaxHeaderBytes = 8 << 10
