@@ -180,19 +180,6 @@ func startForward(t *testing.T, dir, path string, env []string) *instance {
 	return nil
 }
 
-// metric reads one series' value from an admin /metrics (0 when absent).
-func (in *instance) metric(series string) int {
-	in.t.Helper()
-	sum := 0
-	for line := range strings.SplitSeq(string(in.adminGet("/metrics")), "\n") {
-		if strings.HasPrefix(line, series+" ") || strings.HasPrefix(line, series+"{") {
-			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			sum += int(v)
-		}
-	}
-	return sum
-}
-
 // scaleLoad posts n distinct events round-robin to the edges from 4
 // goroutines and returns the acknowledged ids.
 func scaleLoad(t *testing.T, edges []*instance, prefix string, n int) []string {
@@ -336,7 +323,7 @@ func TestScaleOut(t *testing.T) {
 	if q, _ := server["quality"].([]any); !slices.Contains(q, any("joined")) {
 		t.Errorf("backend event quality %v, want joined", server["quality"])
 	}
-	if hits := edges[1].metric("sidetrack_join_redis_hits_total"); hits != 1 {
+	if hits := int(edges[1].metric("sidetrack_join_redis_hits_total")); hits != 1 {
 		t.Errorf("the second replica counted %d joins through Redis, want 1", hits)
 	}
 
@@ -431,7 +418,7 @@ func TestScaleOut(t *testing.T) {
 	}
 	redelivered := 0
 	for _, f := range fwd[1:] {
-		redelivered += f.metric("sidetrack_kafka_redelivered_total")
+		redelivered += int(f.metric("sidetrack_kafka_redelivered_total"))
 		if got := f.metric("sidetrack_kafka_consumed_total"); got == 0 {
 			t.Errorf("forwarder %s consumed nothing", f.admin)
 		}
@@ -446,7 +433,7 @@ func TestScaleOut(t *testing.T) {
 	for guard := time.Now().Add(30 * time.Second); ; {
 		lag := 0
 		for _, f := range fwd[1:] {
-			lag += f.metric("sidetrack_kafka_lag")
+			lag += int(f.metric("sidetrack_kafka_lag"))
 		}
 		if lag == 0 {
 			break
