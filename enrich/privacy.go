@@ -92,6 +92,8 @@ type Privacy struct {
 	// newest first.
 	aeads       []cipher.AEAD
 	def, server verdict
+	// phones caches phone normalizations (digests only).
+	phones *phoneCache
 }
 
 // NewPrivacy builds the privacy stage. salts is the daily salt shared with
@@ -105,7 +107,7 @@ func NewPrivacy(cfg *config.Config, salts *DailySalt, now func() time.Time) (*Pr
 	if salts == nil {
 		salts = NewDailySalt(nil, now, nil)
 	}
-	p := &Privacy{salts: salts, now: now}
+	p := &Privacy{salts: salts, now: now, phones: newPhoneCache()}
 	var errs []error
 	var err error
 	if p.granted, err = parseIPAction("privacy.ip.granted", cfg.Privacy.IP.Granted); err != nil {
@@ -175,7 +177,7 @@ func (p *Privacy) Apply(req *Request, e *Event, _ *EventResult) {
 				e.Quality.Add(FlagDroppedPII)
 			}
 			e.UserData = UserData{}
-		} else if !e.PII.IsZero() && hashPII(e) {
+		} else if !e.PII.IsZero() && hashPIIWith(e, p.phones) {
 			e.Quality.Add(FlagDroppedPII)
 		}
 		e.PII = PII{}

@@ -1,0 +1,51 @@
+package enrich
+
+import (
+	"crypto/sha256"
+	"testing"
+)
+
+// TestPhoneCacheAgrees: a cached answer (first lookup fills, second hits)
+// is exactly what normalizing and hashing gives, for valid and invalid
+// numbers, and the region is part of the key.
+func TestPhoneCacheAgrees(t *testing.T) {
+	c := newPhoneCache()
+	for _, tc := range []struct {
+		phone, region string
+		ok            bool
+	}{
+		{"+1 415 555 2671", "", true},
+		{"(415) 555-2671", "US", true},
+		{"030 1234567", "DE", true},
+		{"030 1234567", "", false},
+		{"0049 30 1234567", "", true},
+		{"12", "US", false},
+		{"not a phone", "", false},
+	} {
+		for round := range 2 {
+			meta, google, ok := c.hashed(tc.phone, tc.region)
+			if ok != tc.ok {
+				t.Fatalf("%q in %q (round %d): ok %v, want %v", tc.phone, tc.region, round, ok, tc.ok)
+			}
+			v, vok := normPhone(tc.phone, tc.region)
+			if vok != ok {
+				t.Fatalf("%q in %q: cache says %v, normPhone %v", tc.phone, tc.region, ok, vok)
+			}
+			if !ok {
+				continue
+			}
+			if meta != sha256.Sum256([]byte(v[1:])) || google != sha256.Sum256([]byte(v)) {
+				t.Errorf("%q in %q (round %d): digests differ from normPhone's %q", tc.phone, tc.region, round, v)
+			}
+		}
+	}
+}
+
+// TestPhoneCacheNoAlloc: a repeated number costs no allocation.
+func TestPhoneCacheNoAlloc(t *testing.T) {
+	c := newPhoneCache()
+	c.hashed("+49 30 1234567", "")
+	if n := testing.AllocsPerRun(100, func() { c.hashed("+49 30 1234567", "") }); n != 0 {
+		t.Errorf("%.1f allocs per cached lookup, want 0", n)
+	}
+}
