@@ -32,7 +32,7 @@ func BenchmarkHotPath(b *testing.B) {
 	hits := benchGA4Hits(b)
 	for _, sc := range []string{"ga4", "collect", "mix"} {
 		b.Run(sc, func(b *testing.B) {
-			addr := startInProcess(b)
+			addr, admin := startInProcess(b)
 			hc := &fasthttp.HostClient{Addr: addr, MaxConns: 64, ReadTimeout: time.Minute, WriteTimeout: time.Minute}
 			defer hc.CloseIdleConnections()
 			var seq atomic.Int64
@@ -83,8 +83,29 @@ func BenchmarkHotPath(b *testing.B) {
 			b.StopTimer()
 			// CPU time is steadier than wall time on a shared machine.
 			b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+			if c := adminCounter(b, admin, "sidetrack_spool_commits_total"); c > 0 {
+				b.ReportMetric(float64(b.N)/c, "req/commit")
+			}
 		})
 	}
+}
+
+// adminCounter reads one unlabelled counter from the admin /metrics.
+func adminCounter(b *testing.B, admin, name string) float64 {
+	code, body, err := fasthttp.Get(nil, "http://"+admin+"/metrics")
+	if err != nil || code != 200 {
+		b.Fatalf("admin /metrics: %d %v", code, err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return f
+		}
+	}
+	return 0
 }
 
 // processCPU is the user+system CPU time of this process so far, in ns.
@@ -159,8 +180,8 @@ func benchGA4Hits(b *testing.B) []hotHit {
 
 // startInProcess runs serve with the bench suite's config (one webhook
 // destination, batches of 500) against a local fasthttp webhook that
-// answers 200, and returns the public address.
-func startInProcess(b *testing.B) string {
+// answers 200, and returns the public and admin addresses.
+func startInProcess(b *testing.B) (public, admin string) {
 	b.Helper()
 	dir := b.TempDir()
 	hookLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -192,28 +213,28 @@ shutdown_timeout: 10s
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
+	ready := make(chan [2]string, 1)
 	done := make(chan error, 1)
 	go func() {
 		done <- serve(ctx, serveOptions{
 			configPath: path, env: cleanEnv(), stdout: os.Stdout, stderr: os.Stderr,
 			signals: make(chan os.Signal),
-			ready:   func(public, _ net.Addr) { ready <- public.String() },
+			ready:   func(public, admin net.Addr) { ready <- [2]string{public.String(), admin.String()} },
 		})
 	}()
 	select {
-	case addr := <-ready:
+	case addrs := <-ready:
 		b.Cleanup(func() {
 			cancel()
 			if err := <-done; err != nil {
 				b.Error(err)
 			}
 		})
-		return addr
+		return addrs[0], addrs[1]
 	case err := <-done:
 		b.Fatalf("serve: %v", err)
 	case <-time.After(30 * time.Second):
 		b.Fatal("sidetrack did not start")
 	}
-	return ""
+	return "", ""
 }
