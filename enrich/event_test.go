@@ -120,7 +120,11 @@ func TestAppendJSONMinimal(t *testing.T) {
 }
 
 func TestAppendQuoted(t *testing.T) {
-	for _, s := range []string{"", "plain", "q\"b\\", "\x00\x1f\t\n\r", "<a&b>", "\u2028\u2029", "é✓😀", "bad\xffutf8", string([]byte{0xed, 0xa0, 0x80})} {
+	cases := []string{"", "plain", "q\"b\\", "\x00\x1f\t\n\r", "<a&b>", "\u2028\u2029", "é✓😀", "bad\xffutf8", string([]byte{0xed, 0xa0, 0x80})}
+	for c := range 256 { // every byte alone and inside plain text
+		cases = append(cases, string([]byte{byte(c)}), "ab"+string([]byte{byte(c)})+"cd")
+	}
+	for _, s := range cases {
 		got := appendQuoted(nil, s)
 		want, _ := json.Marshal(s)
 		if !bytes.Equal(got, want) {

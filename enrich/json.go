@@ -381,6 +381,21 @@ func appendFloat(b []byte, f float64) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// jsonPlainLo and jsonPlainHi are bit sets of the bytes 0–63 and 64–127
+// that appendQuoted copies as they are: printable ASCII other than '"',
+// '\\' and the HTML-sensitive <, > and &.
+const (
+	jsonPlainLo uint64 = 0xFFFFFFFF00000000 &^ (1<<'"' | 1<<'&' | 1<<'<' | 1<<'>')
+	jsonPlainHi uint64 = ^uint64(0) &^ (1 << ('\\' - 64))
+)
+
+func jsonPlain(c byte) bool {
+	if c < 64 {
+		return jsonPlainLo>>c&1 != 0
+	}
+	return c < utf8.RuneSelf && jsonPlainHi>>(c-64)&1 != 0
+}
+
 // AppendJSONString appends s as a JSON string to dst, escaped like
 // encoding/json (HTML-safe, invalid UTF-8 replaced by U+FFFD). Adapters use
 // it to build vendor payloads without allocating.
@@ -397,12 +412,16 @@ func appendQuoted(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// Runs of plain ASCII, the usual content, cost one table load a
+		// byte and one copy.
+		for i < len(s) && jsonPlain(s[i]) {
+			i++
+		}
+		if i == len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
 			b = append(b, s[start:i]...)
 			switch c {
 			case '"', '\\':
@@ -413,6 +432,10 @@ func appendQuoted(b []byte, s string) []byte {
 				b = append(b, '\\', 'r')
 			case '\t':
 				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
 			default:
 				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
 			}
