@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"bytes"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -31,11 +32,11 @@ import (
 // Delaying server conversions so the thank-you beacon can arrive first
 // (join.hold) is delivery's job.
 //
-// Cached contexts are immutable copies (strings.Clone), shared by the keys
-// that point at them; events get the cached strings, which are ordinary
-// heap strings that outlive any event.
+// Cached contexts are immutable byte blobs (see joinblob.go), shared by the
+// keys that point at them; events get strings aliasing a blob, which is
+// never written again and outlives any event.
 type Join struct {
-	cache *ristretto.Cache[string, *joinCtx]
+	cache *ristretto.Cache[string, []byte]
 	ttl   time.Duration
 	keys  sync.Pool // *[]byte scratch for cache keys
 
@@ -91,7 +92,7 @@ func NewJoin(cfg *config.Config) (*Join, error) {
 		maxBytes = joinDefaultMaxBytes
 	}
 	expected := min(n, maxBytes/joinEntryOverhead)
-	c, err := ristretto.NewCache(&ristretto.Config[string, *joinCtx]{
+	c, err := ristretto.NewCache(&ristretto.Config[string, []byte]{
 		NumCounters:        max(10*expected, 1000),
 		MaxCost:            maxBytes,
 		BufferItems:        64,
@@ -149,7 +150,7 @@ func (j *Join) Apply(req *Request, e *Event, _ *EventResult) {
 }
 
 func (j *Join) fill(e *Event, kb *[]byte) {
-	var c *joinCtx
+	var blob []byte
 	found, tried := false, false
 	for _, k := range [...]struct {
 		kind byte
@@ -159,12 +160,13 @@ func (j *Join) fill(e *Event, kb *[]byte) {
 			continue
 		}
 		tried = true
-		if c, found = j.cache.Get(joinKey(kb, k.kind, k.id)); found && c != nil {
+		if blob, found = j.cache.Get(joinKey(kb, k.kind, k.id)); found && len(blob) > 0 {
 			break
 		}
 	}
+	var c joinCtx
 	switch {
-	case found && c != nil:
+	case found && len(blob) > 0 && c.fromBlob(blob):
 		j.matched.Add(1)
 	case tried:
 		j.unmatched.Add(1)
@@ -223,21 +225,23 @@ func (j *Join) remember(e *Event, kb *[]byte, now time.Time) {
 	if now.IsZero() {
 		now = e.ReceivedAt
 	}
-	var prev *joinCtx
+	var prevBlob []byte
 	if dev != "" {
-		prev, _ = j.cache.Get(joinKey(kb, joinKeyDevice, dev))
+		prevBlob, _ = j.cache.Get(joinKey(kb, joinKeyDevice, dev))
 	}
-	var cur joinCtx
+	var cur, prev joinCtx
 	cur.fromEvent(e, now)
-	if prev != nil && prev.deviceID == cur.deviceID {
-		cur.inherit(prev, j.ttl, now)
+	if len(prevBlob) > 0 && prev.fromBlob(prevBlob) && prev.deviceID == cur.deviceID {
+		cur.inherit(&prev, j.ttl, now)
 	}
-	stored := prev
-	if prev == nil || cur != *prev {
-		stored = cur.clone()
+	var scratch [512]byte
+	blob := cur.appendBlob(scratch[:0])
+	stored := prevBlob
+	if len(prevBlob) == 0 || !bytes.Equal(blob, prevBlob) {
+		stored = bytes.Clone(blob)
 		j.remembered.Add(1)
 		if dev != "" {
-			j.cache.SetWithTTL(joinKey(kb, joinKeyDevice, dev), stored, stored.cost(), j.ttl)
+			j.cache.SetWithTTL(joinKey(kb, joinKeyDevice, dev), stored, cur.cost(), j.ttl)
 		}
 	}
 	for _, k := range [...]struct {
@@ -248,14 +252,14 @@ func (j *Join) remember(e *Event, kb *[]byte, now time.Time) {
 			continue
 		}
 		key := joinKey(kb, k.kind, k.id)
-		if old, ok := j.cache.Get(key); !ok || old != stored {
-			j.cache.SetWithTTL(key, stored, stored.cost(), j.ttl)
+		if old, ok := j.cache.Get(key); !ok || unsafe.SliceData(old) != unsafe.SliceData(stored) {
+			j.cache.SetWithTTL(key, stored, cur.cost(), j.ttl)
 		}
 	}
 }
 
 // fromEvent takes the event's browser context (strings still owned by the
-// event's arena until clone).
+// event's arena until encoded).
 func (c *joinCtx) fromEvent(e *Event, now time.Time) {
 	a := &e.Attribution
 	*c = joinCtx{
@@ -299,12 +303,14 @@ func (c *joinCtx) inherit(p *joinCtx, ttl time.Duration, now time.Time) {
 	}
 }
 
-// clone returns a heap copy whose strings do not point into any event.
 // Join cache sizing.
 const (
 	joinDefaultMaxBytes = 64 << 20
 	// joinEntryOverhead approximates ristretto's per-item bookkeeping plus
-	// the key and the context's fixed part, for sizing and charging.
+	// the key and the context's fixed part, for sizing and charging. Since
+	// contexts are stored as blobs (≈ 40 bytes of fixed part instead of
+	// ≈ 450) it overestimates; it is kept so that max_bytes holds as many
+	// visitors as before, in less memory.
 	joinEntryOverhead = 512
 )
 
@@ -323,35 +329,3 @@ func (c *joinCtx) cost() int64 {
 	return int64(n)
 }
 
-func (c *joinCtx) clone() *joinCtx {
-	n := *c
-	fields := [...]*string{
-		&n.deviceID, &n.anonymousID, &n.sessionID, &n.gaSessionID, &n.fbc, &n.fbp,
-		&n.clickIDs.GCLID, &n.clickIDs.GBRAID, &n.clickIDs.WBRAID, &n.clickIDs.DCLID,
-		&n.clickIDs.SRSLTID, &n.clickIDs.FBCLID, &n.clickIDs.MSCLKID, &n.clickIDs.TTCLID,
-		&n.clickIDs.LiFatID, &n.clickIDs.TWCLID,
-		&n.firstTouch.Source, &n.firstTouch.Medium, &n.firstTouch.Campaign,
-		&n.firstTouch.Channel, &n.firstTouch.ClickIDKind,
-		&n.lastTouch.Source, &n.lastTouch.Medium, &n.lastTouch.Campaign,
-		&n.lastTouch.Channel, &n.lastTouch.ClickIDKind,
-	}
-	// One buffer for all strings: two allocations per stored context
-	// instead of one per non-empty field.
-	size := 0
-	for _, s := range fields {
-		size += len(*s)
-	}
-	if size == 0 {
-		return &n
-	}
-	buf := make([]byte, 0, size)
-	for _, s := range fields {
-		if *s == "" {
-			continue
-		}
-		start := len(buf)
-		buf = append(buf, *s...)
-		*s = unsafe.String(&buf[start], len(*s))
-	}
-	return &n
-}
