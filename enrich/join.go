@@ -328,4 +328,3 @@ func (c *joinCtx) cost() int64 {
 	}
 	return int64(n)
 }
-
