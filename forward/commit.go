@@ -248,6 +248,8 @@ type txn struct {
 	now time.Time
 
 	events, pending, ids, destsB, dlqB, quar *bolt.Bucket
+	// eventsC and pendingC serve point reads and deletes (see seekGet).
+	eventsC, pendingC *bolt.Cursor
 
 	startSeq, seq uint64
 	arena         []byte
@@ -272,6 +274,7 @@ func (t *txn) begin(tx *bolt.Tx, now time.Time) {
 	// pages than bbolt's 50% default.
 	t.events.FillPercent = 0.9
 	t.pending.FillPercent = 0.9
+	t.eventsC, t.pendingC = t.events.Cursor(), t.pending.Cursor()
 	t.startSeq = t.events.Sequence()
 	t.seq = t.startSeq
 	// Keys and values must stay valid until the commit. A fresh slice
@@ -342,12 +345,12 @@ func (t *txn) publish() {
 // Put costs the group commit), the first destination done writes one.
 func (t *txn) clearPending(seq uint64, di, nd, size int) error {
 	k := t.key(seq)
-	v := t.pending.Get(k)
+	v := seekGet(t.pendingC, k)
 	var m uint64
 	switch {
 	case len(v) == 8:
 		m = binary.LittleEndian.Uint64(v)
-	case t.events.Get(k) == nil:
+	case seekGet(t.eventsC, k) == nil:
 		return nil // already gone: an earlier outcome, or a replayed op
 	default:
 		m = allPending(nd)
@@ -361,11 +364,11 @@ func (t *txn) clearPending(seq uint64, di, nd, size int) error {
 		return t.pending.Put(k, t.mask(m))
 	}
 	if v != nil {
-		if err := t.pending.Delete(k); err != nil {
+		if err := seekDelete(t.pendingC, k); err != nil {
 			return err
 		}
 	}
-	if err := t.events.Delete(k); err != nil {
+	if err := seekDelete(t.eventsC, k); err != nil {
 		return err
 	}
 	t.spool.add(-1, -int64(size))
