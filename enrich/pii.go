@@ -645,12 +645,13 @@ func usStateCode(n string) string {
 // hashPII normalizes and hashes e.PII into e.UserData (both vendor forms)
 // and reports whether some value had to be dropped because it did not
 // normalize. It does not clear e.PII.
-func hashPII(e *Event) (dropped bool) { return hashPIIWith(e, nil) }
+func hashPII(e *Event) (dropped bool) { return hashPIIWith(e, nil, new([256]byte)) }
 
-// hashPIIWith is hashPII with a cache of phone normalizations (nil: none).
-func hashPIIWith(e *Event, phones *phoneCache) (dropped bool) {
+// hashPIIWith is hashPII with a cache of phone normalizations (nil: none)
+// and a scratch buffer: the normalizers are called through func values, so
+// a buffer of hashPII's own would be moved to the heap on every call.
+func hashPIIWith(e *Event, phones *phoneCache, buf *[256]byte) (dropped bool) {
 	p, u := &e.PII, &e.UserData
-	var buf [256]byte
 
 	country := ""
 	if p.Country != "" {

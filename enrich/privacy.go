@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sidetrack/sidetrack/config"
@@ -94,6 +95,8 @@ type Privacy struct {
 	def, server verdict
 	// phones caches phone normalizations (digests only).
 	phones *phoneCache
+	// scratch holds *[256]byte buffers for hashPIIWith.
+	scratch sync.Pool
 }
 
 // NewPrivacy builds the privacy stage. salts is the daily salt shared with
@@ -177,8 +180,15 @@ func (p *Privacy) Apply(req *Request, e *Event, _ *EventResult) {
 				e.Quality.Add(FlagDroppedPII)
 			}
 			e.UserData = UserData{}
-		} else if !e.PII.IsZero() && hashPIIWith(e, p.phones) {
-			e.Quality.Add(FlagDroppedPII)
+		} else if !e.PII.IsZero() {
+			buf, _ := p.scratch.Get().(*[256]byte)
+			if buf == nil {
+				buf = new([256]byte)
+			}
+			if hashPIIWith(e, p.phones, buf) {
+				e.Quality.Add(FlagDroppedPII)
+			}
+			p.scratch.Put(buf)
 		}
 		e.PII = PII{}
 	}
