@@ -3,6 +3,7 @@ package enrich
 import (
 	"crypto/sha256"
 	"hash/maphash"
+	"strings"
 	"sync"
 )
 
@@ -58,8 +59,9 @@ func (c *phoneCache) key(phone, region string) [2]uint64 {
 }
 
 // hashed returns the Meta (E.164 digits) and Google (E.164 with '+')
-// SHA-256 digests of phone read in region, or ok false when it is not a
-// valid number; the same as hashing normPhone's result.
+// SHA-256 digests of phone read in region (alpha-2, either case), or ok
+// false when it is not a valid number; the same as hashing normPhone's
+// result.
 func (c *phoneCache) hashed(phone, region string) (meta, google [sha256.Size]byte, ok bool) {
 	if c == nil {
 		return phoneDigests(phone, region)
@@ -83,7 +85,7 @@ func (c *phoneCache) hashed(phone, region string) (meta, google [sha256.Size]byt
 
 // phoneDigests normalizes phone and hashes both vendor forms.
 func phoneDigests(phone, region string) (meta, google [sha256.Size]byte, ok bool) {
-	v, ok := normPhone(phone, region)
+	v, ok := normPhone(phone, strings.ToUpper(region))
 	if !ok {
 		return meta, google, false
 	}

@@ -2,6 +2,7 @@ package enrich
 
 import (
 	"crypto/sha256"
+	"strings"
 	"testing"
 )
 
@@ -17,6 +18,7 @@ func TestPhoneCacheAgrees(t *testing.T) {
 		{"+1 415 555 2671", "", true},
 		{"(415) 555-2671", "US", true},
 		{"030 1234567", "DE", true},
+		{"030 1234567", "de", true},
 		{"030 1234567", "", false},
 		{"0049 30 1234567", "", true},
 		{"12", "US", false},
@@ -27,7 +29,7 @@ func TestPhoneCacheAgrees(t *testing.T) {
 			if ok != tc.ok {
 				t.Fatalf("%q in %q (round %d): ok %v, want %v", tc.phone, tc.region, round, ok, tc.ok)
 			}
-			v, vok := normPhone(tc.phone, tc.region)
+			v, vok := normPhone(tc.phone, strings.ToUpper(tc.region))
 			if vok != ok {
 				t.Fatalf("%q in %q: cache says %v, normPhone %v", tc.phone, tc.region, ok, vok)
 			}

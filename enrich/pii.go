@@ -709,7 +709,7 @@ func hashPIIWith(e *Event, phones *phoneCache, buf *[256]byte) (dropped bool) {
 			h := internHashed(e, t)
 			u.PH, u.Google.PH = h, h
 		} else {
-			region := strings.ToUpper(country)
+			region := country // upper-cased only when normalizing (a cache miss)
 			if region == "" {
 				region = regionFromLocale(e.Context.Locale)
 			}
