@@ -217,7 +217,12 @@ shutdown_timeout: 10s
 	done := make(chan error, 1)
 	go func() {
 		done <- serve(ctx, serveOptions{
-			configPath: path, env: cleanEnv(), stdout: os.Stdout, stderr: os.Stderr,
+			// No derived memory limit: sub-benchmarks start instances one
+			// after another, and a stopped one stays reachable for up to
+			// 10 s (fasthttp's idle-worker cleaner holds its server), which
+			// would push this process against a limit sized for one
+			// instance. The bench suite (one process per run) measures it.
+			configPath: path, env: append(cleanEnv(), "GOMEMLIMIT=off"), stdout: os.Stdout, stderr: os.Stderr,
 			signals: make(chan os.Signal),
 			ready:   func(public, admin net.Addr) { ready <- [2]string{public.String(), admin.String()} },
 		})
