@@ -3,6 +3,7 @@ package enrich
 import (
 	"crypto/sha256"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -50,4 +51,34 @@ func TestPhoneCacheNoAlloc(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { c.hashed("+49 30 1234567", "") }); n != 0 {
 		t.Errorf("%.1f allocs per cached lookup, want 0", n)
 	}
+}
+
+// TestPhoneCacheConcurrent: goroutines sharing slots always get the
+// answer of their own number (run with -race).
+func TestPhoneCacheConcurrent(t *testing.T) {
+	c := newPhoneCache()
+	phones := []string{"+1 415 555 2671", "+49 30 1234567", "+44 20 7946 0958", "+33 1 42 68 53 00"}
+	want := make([][sha256.Size]byte, len(phones))
+	for i, p := range phones {
+		v, ok := normPhone(p, "")
+		if !ok {
+			t.Fatalf("%q does not normalize", p)
+		}
+		want[i] = sha256.Sum256([]byte(v))
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range 200 {
+				i := (g + n) % len(phones)
+				if _, google, ok := c.hashed(phones[i], ""); !ok || google != want[i] {
+					t.Errorf("%q: wrong digest", phones[i])
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
