@@ -133,6 +133,12 @@ func serve(ctx context.Context, o serveOptions) error {
 		return err
 	}
 	privacy, dedup = st.privacy, st.dedup
+	var bloomBytes uint64
+	if dedup != nil {
+		bloomBytes = dedup.Stats().BloomBytes
+	}
+	limit, derived := applyMemoryLimit(o.env, memoryLimit(cfg, bloomBytes))
+	log.Info("memory limit", zap.String("soft_limit", config.Size(limit).String()), zap.Bool("from_config", derived))
 	defer func() {
 		if err := st.close(); err != nil {
 			log.Error("closing enrichment stages", zap.Error(err))

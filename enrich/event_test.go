@@ -120,13 +120,31 @@ func TestAppendJSONMinimal(t *testing.T) {
 }
 
 func TestAppendQuoted(t *testing.T) {
-	for _, s := range []string{"", "plain", "q\"b\\", "\x00\x1f\t\n\r", "<a&b>", "\u2028\u2029", "é✓😀", "bad\xffutf8", string([]byte{0xed, 0xa0, 0x80})} {
+	cases := []string{"", "plain", "q\"b\\", "\x00\x1f\t\n\r", "<a&b>", "\u2028\u2029", "é✓😀", "bad\xffutf8", string([]byte{0xed, 0xa0, 0x80})}
+	for c := range 256 { // every byte alone and inside plain text, short and long
+		b := string([]byte{byte(c)})
+		cases = append(cases, b, "ab"+b+"cd", "0123456789abcdef"+b+"ghijklmnopqrstuvwxyz", "abcdefg"+b+b+"hijklmnopq")
+	}
+	for _, s := range cases {
 		got := appendQuoted(nil, s)
 		want, _ := json.Marshal(s)
 		if !bytes.Equal(got, want) {
 			t.Errorf("appendQuoted(%q) = %s, want %s", s, got, want)
 		}
 	}
+}
+
+// FuzzAppendQuoted: appendQuoted agrees with encoding/json on any input.
+func FuzzAppendQuoted(f *testing.F) {
+	for _, s := range []string{"", "plain ascii text of some length", "q\"b\\<a&b>\u2028", "bad\xffutf8 and more text", "é✓😀 unicode"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, _ := json.Marshal(s)
+		if got := appendQuoted(nil, s); !bytes.Equal(got, want) {
+			t.Fatalf("appendQuoted(%q) = %s, want %s", s, got, want)
+		}
+	})
 }
 
 func TestAppendFloat(t *testing.T) {

@@ -1,8 +1,8 @@
 package enrich
 
 import (
+	"bytes"
 	"errors"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,11 +33,11 @@ import (
 // Delaying server conversions so the thank-you beacon can arrive first
 // (join.hold) is delivery's job.
 //
-// Cached contexts are immutable copies (strings.Clone), shared by the keys
-// that point at them; events get the cached strings, which are ordinary
-// heap strings that outlive any event.
+// Cached contexts are immutable byte blobs (see joinblob.go), shared by the
+// keys that point at them; events get strings aliasing a blob, which is
+// never written again and outlives any event.
 type Join struct {
-	cache *ristretto.Cache[string, *joinCtx]
+	cache *ristretto.Cache[string, []byte]
 	ttl   time.Duration
 	keys  sync.Pool // *[]byte scratch for cache keys
 	// shared, when join.redis is set, shares contexts between replicas.
@@ -99,7 +99,7 @@ func NewJoin(cfg *config.Config) (*Join, error) {
 		maxBytes = joinDefaultMaxBytes
 	}
 	expected := min(n, maxBytes/joinEntryOverhead)
-	c, err := ristretto.NewCache(&ristretto.Config[string, *joinCtx]{
+	c, err := ristretto.NewCache(&ristretto.Config[string, []byte]{
 		NumCounters:        max(10*expected, 1000),
 		MaxCost:            maxBytes,
 		BufferItems:        64,
@@ -170,7 +170,7 @@ func (j *Join) Apply(req *Request, e *Event, _ *EventResult) {
 }
 
 func (j *Join) fill(e *Event, kb *[]byte) {
-	var c *joinCtx
+	var blob []byte
 	found, tried := false, false
 	for _, k := range [...]struct {
 		kind byte
@@ -180,16 +180,17 @@ func (j *Join) fill(e *Event, kb *[]byte) {
 			continue
 		}
 		tried = true
-		if c, found = j.cache.Get(joinKey(kb, k.kind, k.id)); found && c != nil {
+		if blob, found = j.cache.Get(joinKey(kb, k.kind, k.id)); found && len(blob) > 0 {
 			break
 		}
 	}
-	if (!found || c == nil) && tried && j.shared != nil {
-		c = j.fillShared(e)
-		found = c != nil
+	if (!found || len(blob) == 0) && tried && j.shared != nil {
+		blob = j.fillShared(e)
+		found = len(blob) > 0
 	}
+	var c joinCtx
 	switch {
-	case found && c != nil:
+	case found && len(blob) > 0 && c.fromBlob(blob):
 		j.matched.Add(1)
 	case tried:
 		j.unmatched.Add(1)
@@ -248,22 +249,24 @@ func (j *Join) remember(e *Event, kb *[]byte, now time.Time) {
 	if now.IsZero() {
 		now = e.ReceivedAt
 	}
-	var prev *joinCtx
+	var prevBlob []byte
 	if dev != "" {
-		prev, _ = j.cache.Get(joinKey(kb, joinKeyDevice, dev))
+		prevBlob, _ = j.cache.Get(joinKey(kb, joinKeyDevice, dev))
 	}
-	var cur joinCtx
+	var cur, prev joinCtx
 	cur.fromEvent(e, now)
-	if prev != nil && prev.deviceID == cur.deviceID {
-		cur.inherit(prev, j.ttl, now)
+	if len(prevBlob) > 0 && prev.fromBlob(prevBlob) && prev.deviceID == cur.deviceID {
+		cur.inherit(&prev, j.ttl, now)
 	}
-	stored := prev
+	var scratch [512]byte
+	blob := cur.appendBlob(scratch[:0])
+	stored := prevBlob
 	var shared []string // keys to share: those written here
-	if prev == nil || cur != *prev {
-		stored = cur.clone()
+	if len(prevBlob) == 0 || !bytes.Equal(blob, prevBlob) {
+		stored = bytes.Clone(blob)
 		j.remembered.Add(1)
 		if dev != "" {
-			j.cache.SetWithTTL(joinKey(kb, joinKeyDevice, dev), stored, stored.cost(), j.ttl)
+			j.cache.SetWithTTL(joinKey(kb, joinKeyDevice, dev), stored, cur.cost(), j.ttl)
 			shared = j.shareKey(shared, joinKeyDevice, dev)
 		}
 	}
@@ -275,8 +278,8 @@ func (j *Join) remember(e *Event, kb *[]byte, now time.Time) {
 			continue
 		}
 		key := joinKey(kb, k.kind, k.id)
-		if old, ok := j.cache.Get(key); !ok || old != stored {
-			j.cache.SetWithTTL(key, stored, stored.cost(), j.ttl)
+		if old, ok := j.cache.Get(key); !ok || unsafe.SliceData(old) != unsafe.SliceData(stored) {
+			j.cache.SetWithTTL(key, stored, cur.cost(), j.ttl)
 			shared = j.shareKey(shared, k.kind, k.id)
 		}
 	}
@@ -286,7 +289,7 @@ func (j *Join) remember(e *Event, kb *[]byte, now time.Time) {
 }
 
 // fromEvent takes the event's browser context (strings still owned by the
-// event's arena until clone).
+// event's arena until encoded).
 func (c *joinCtx) fromEvent(e *Event, now time.Time) {
 	a := &e.Attribution
 	*c = joinCtx{
@@ -330,12 +333,14 @@ func (c *joinCtx) inherit(p *joinCtx, ttl time.Duration, now time.Time) {
 	}
 }
 
-// clone returns a heap copy whose strings do not point into any event.
 // Join cache sizing.
 const (
 	joinDefaultMaxBytes = 64 << 20
 	// joinEntryOverhead approximates ristretto's per-item bookkeeping plus
-	// the key and the context's fixed part, for sizing and charging.
+	// the key and the context's fixed part, for sizing and charging. Since
+	// contexts are stored as blobs (≈ 40 bytes of fixed part instead of
+	// ≈ 450) it overestimates; it is kept so that max_bytes holds as many
+	// visitors as before, in less memory.
 	joinEntryOverhead = 512
 )
 
@@ -352,21 +357,4 @@ func (c *joinCtx) cost() int64 {
 		n += len(s)
 	}
 	return int64(n)
-}
-
-func (c *joinCtx) clone() *joinCtx {
-	n := *c
-	for _, s := range []*string{
-		&n.deviceID, &n.anonymousID, &n.sessionID, &n.gaSessionID, &n.fbc, &n.fbp,
-		&n.clickIDs.GCLID, &n.clickIDs.GBRAID, &n.clickIDs.WBRAID, &n.clickIDs.DCLID,
-		&n.clickIDs.SRSLTID, &n.clickIDs.FBCLID, &n.clickIDs.MSCLKID, &n.clickIDs.TTCLID,
-		&n.clickIDs.LiFatID, &n.clickIDs.TWCLID,
-		&n.firstTouch.Source, &n.firstTouch.Medium, &n.firstTouch.Campaign,
-		&n.firstTouch.Channel, &n.firstTouch.ClickIDKind,
-		&n.lastTouch.Source, &n.lastTouch.Medium, &n.lastTouch.Campaign,
-		&n.lastTouch.Channel, &n.lastTouch.ClickIDKind,
-	} {
-		*s = strings.Clone(*s)
-	}
-	return &n
 }

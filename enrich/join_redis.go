@@ -28,10 +28,11 @@ type joinRedis struct {
 	hits, errors, dropped atomic.Uint64
 }
 
-// joinWrite stores one immutable context under its keys.
+// joinWrite stores one immutable context blob (joinblob.go) under its
+// keys; the writer decodes it off the request path.
 type joinWrite struct {
 	keys []string
-	ctx  *joinCtx
+	blob []byte
 }
 
 const (
@@ -96,10 +97,11 @@ func newJoinRedis(addr string, ttl time.Duration, log *zap.Logger) (*joinRedis, 
 	return r, nil
 }
 
-// put queues ctx under keys (copied: they may alias a scratch buffer).
-func (r *joinRedis) put(keys []string, c *joinCtx) {
+// put queues the context blob under keys. keys are owned copies (see
+// shareKey); the blob is never written again once cached.
+func (r *joinRedis) put(keys []string, blob []byte) {
 	select {
-	case r.queue <- joinWrite{keys: keys, ctx: c}:
+	case r.queue <- joinWrite{keys: keys, blob: blob}:
 	default:
 		r.dropped.Add(1)
 	}
@@ -134,7 +136,12 @@ func (r *joinRedis) run() {
 }
 
 func (r *joinRedis) appendSets(cmds rueidis.Commands, w joinWrite) rueidis.Commands {
-	b, err := json.Marshal(w.ctx.wire())
+	var c joinCtx
+	if !c.fromBlob(w.blob) {
+		r.errors.Add(1)
+		return cmds
+	}
+	b, err := json.Marshal(c.wire())
 	if err != nil {
 		r.errors.Add(1)
 		return cmds
@@ -192,8 +199,9 @@ func (j *Join) shareKey(keys []string, kind byte, id string) []string {
 }
 
 // fillShared looks the server event's keys up in Redis (a context another
-// replica learnt) and keeps what it finds in the local cache.
-func (j *Join) fillShared(e *Event) *joinCtx {
+// replica learnt), keeps what it finds in the local cache and returns its
+// blob (nil when Redis has none).
+func (j *Join) fillShared(e *Event) []byte {
 	var keys []string
 	for _, k := range [...]struct {
 		kind byte
@@ -204,8 +212,10 @@ func (j *Join) fillShared(e *Event) *joinCtx {
 		}
 	}
 	c := j.shared.get(keys)
-	if c != nil {
-		j.cache.SetWithTTL(keys[0], c, c.cost(), j.ttl)
+	if c == nil {
+		return nil
 	}
-	return c
+	blob := c.appendBlob(nil)
+	j.cache.SetWithTTL(keys[0], blob, c.cost(), j.ttl)
+	return blob
 }

@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -258,6 +259,27 @@ func BenchmarkJoinBrowserSteady(b *testing.B) {
 		j.Apply(req, e, &r)
 	}
 	done()
+}
+
+// BenchmarkJoinBrowserNewDevice: a browser event from a device the cache
+// does not know yet (a first visit): its context is copied and stored.
+func BenchmarkJoinBrowserNewDevice(b *testing.B) {
+	j := joinNew(b)
+	var pool EventPool
+	req := &Request{ReceivedAt: idT0}
+	var r EventResult
+	var dev []byte
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		e := joinBrowser(&pool, "page_viewed", "", "", "")
+		dev = strconv.AppendInt(append(dev[:0], "dev-"...), int64(i), 10)
+		e.DeviceID = e.Intern(dev)
+		e.Attribution.ClickIDs.GCLID = e.Intern(dev)
+		i++
+		j.Apply(req, e, &r)
+		pool.Put(e)
+	}
 }
 
 // BenchmarkJoinServerMatch: a server order joined by transaction id.

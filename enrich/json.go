@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/valyala/fastjson"
 )
@@ -381,6 +383,36 @@ func appendFloat(b []byte, f float64) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// jsonPlainLo and jsonPlainHi are bit sets of the bytes 0–63 and 64–127
+// that appendQuoted copies as they are: printable ASCII other than '"',
+// '\\' and the HTML-sensitive <, > and &.
+const (
+	jsonPlainLo uint64 = 0xFFFFFFFF00000000 &^ (1<<'"' | 1<<'&' | 1<<'<' | 1<<'>')
+	jsonPlainHi uint64 = ^uint64(0) &^ (1 << ('\\' - 64))
+)
+
+// plainWord reports whether all eight bytes of w (a little-endian load of
+// eight string bytes) are plain, without a branch per byte: no high bit
+// (non-ASCII), none below 0x20, none equal to a special. The classic
+// "has a zero byte" and "has a byte less than n" tests are exact when only
+// asked whether any byte matches.
+func plainWord(w uint64) bool {
+	const lsb, msb = 0x0101010101010101, 0x8080808080808080
+	hasZero := func(v uint64) uint64 { return (v - lsb) & ^v & msb }
+	bad := w & msb
+	bad |= (w - lsb*0x20) & ^w & msb
+	bad |= hasZero(w^(lsb*'"')) | hasZero(w^(lsb*'\\')) | hasZero(w^(lsb*'<')) |
+		hasZero(w^(lsb*'>')) | hasZero(w^(lsb*'&'))
+	return bad == 0
+}
+
+func jsonPlain(c byte) bool {
+	if c < 64 {
+		return jsonPlainLo>>c&1 != 0
+	}
+	return c < utf8.RuneSelf && jsonPlainHi>>(c-64)&1 != 0
+}
+
 // AppendJSONString appends s as a JSON string to dst, escaped like
 // encoding/json (HTML-safe, invalid UTF-8 replaced by U+FFFD). Adapters use
 // it to build vendor payloads without allocating.
@@ -397,12 +429,19 @@ func appendQuoted(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// Runs of plain ASCII, the usual content, are checked eight bytes
+		// at a time, then byte by byte, and copied once.
+		for i+8 <= len(s) && plainWord(binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[i:]), 8))) {
+			i += 8
+		}
+		for i < len(s) && jsonPlain(s[i]) {
+			i++
+		}
+		if i == len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
 			b = append(b, s[start:i]...)
 			switch c {
 			case '"', '\\':
@@ -413,6 +452,10 @@ func appendQuoted(b []byte, s string) []byte {
 				b = append(b, '\\', 'r')
 			case '\t':
 				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
 			default:
 				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
 			}

@@ -79,6 +79,13 @@ func internSHA256(e *Event, b []byte) string {
 	return e.Intern(h[:])
 }
 
+// internDigest interns the lower-case hex of a SHA-256 digest.
+func internDigest(e *Event, sum *[sha256.Size]byte) string {
+	var h [2 * sha256.Size]byte
+	hex.Encode(h[:], sum[:])
+	return e.Intern(h[:])
+}
+
 // internHashed interns an already hashed value, lower-cased.
 func internHashed(e *Event, s string) string {
 	var h [2 * sha256.Size]byte
@@ -638,9 +645,13 @@ func usStateCode(n string) string {
 // hashPII normalizes and hashes e.PII into e.UserData (both vendor forms)
 // and reports whether some value had to be dropped because it did not
 // normalize. It does not clear e.PII.
-func hashPII(e *Event) (dropped bool) {
+func hashPII(e *Event) (dropped bool) { return hashPIIWith(e, nil, new([256]byte)) }
+
+// hashPIIWith is hashPII with a cache of phone normalizations (nil: none)
+// and a scratch buffer: the normalizers are called through func values, so
+// a buffer of hashPII's own would be moved to the heap on every call.
+func hashPIIWith(e *Event, phones *phoneCache, buf *[256]byte) (dropped bool) {
 	p, u := &e.PII, &e.UserData
-	var buf [256]byte
 
 	country := ""
 	if p.Country != "" {
@@ -698,13 +709,13 @@ func hashPII(e *Event) (dropped bool) {
 			h := internHashed(e, t)
 			u.PH, u.Google.PH = h, h
 		} else {
-			region := strings.ToUpper(country)
+			region := country // upper-cased only when normalizing (a cache miss)
 			if region == "" {
 				region = regionFromLocale(e.Context.Locale)
 			}
-			if v, ok := normPhone(p.Phone, region); ok {
-				u.Google.PH = internSHA256(e, []byte(v))
-				u.PH = internSHA256(e, []byte(v[1:]))
+			if meta, google, ok := phones.hashed(p.Phone, region); ok {
+				u.Google.PH = internDigest(e, &google)
+				u.PH = internDigest(e, &meta)
 			} else {
 				dropped = true
 			}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sidetrack/sidetrack/config"
@@ -92,6 +93,10 @@ type Privacy struct {
 	// newest first.
 	aeads       []cipher.AEAD
 	def, server verdict
+	// phones caches phone normalizations (digests only).
+	phones *phoneCache
+	// scratch holds *[256]byte buffers for hashPIIWith.
+	scratch sync.Pool
 }
 
 // NewPrivacy builds the privacy stage. salts is the daily salt shared with
@@ -105,7 +110,7 @@ func NewPrivacy(cfg *config.Config, salts *DailySalt, now func() time.Time) (*Pr
 	if salts == nil {
 		salts = NewDailySalt(nil, now, nil)
 	}
-	p := &Privacy{salts: salts, now: now}
+	p := &Privacy{salts: salts, now: now, phones: newPhoneCache()}
 	var errs []error
 	var err error
 	if p.granted, err = parseIPAction("privacy.ip.granted", cfg.Privacy.IP.Granted); err != nil {
@@ -175,8 +180,15 @@ func (p *Privacy) Apply(req *Request, e *Event, _ *EventResult) {
 				e.Quality.Add(FlagDroppedPII)
 			}
 			e.UserData = UserData{}
-		} else if !e.PII.IsZero() && hashPII(e) {
-			e.Quality.Add(FlagDroppedPII)
+		} else if !e.PII.IsZero() {
+			buf, _ := p.scratch.Get().(*[256]byte)
+			if buf == nil {
+				buf = new([256]byte)
+			}
+			if hashPIIWith(e, p.phones, buf) {
+				e.Quality.Add(FlagDroppedPII)
+			}
+			p.scratch.Put(buf)
 		}
 		e.PII = PII{}
 	}

@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"fmt"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -418,5 +419,29 @@ func TestPrivacyCleanNoAlloc(t *testing.T) {
 	}
 	if e.Context.IPHash == "" {
 		t.Fatal("no hash")
+	}
+}
+
+// BenchmarkPrivacyPIIDistinct is BenchmarkPrivacyPII with a different
+// phone number on every event, so no normalization is ever repeated.
+func BenchmarkPrivacyPIIDistinct(b *testing.B) {
+	clk := &idClock{t: saltT0}
+	p := pvNew(b, pvConfig("hash", "truncate"), clk)
+	req := pvReq("203.0.113.77", clk.now())
+	var pool EventPool
+	var r EventResult
+	phones := make([]string, 1<<16)
+	for i := range phones {
+		phones[i] = fmt.Sprintf("+1 415 555 %04d", i%10000) + strings.Repeat(" ", i/10000)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		e := pool.Get()
+		e.Consent.Analytics, e.Consent.AdUserData = Granted, Granted
+		e.PII = PII{Email: "Jane.Doe@Example.com", Phone: phones[i%len(phones)], FirstName: "Jane", LastName: "Doe", Zip: "94043", Country: "US"}
+		i++
+		p.Apply(req, e, &r)
+		pool.Put(e)
 	}
 }

@@ -227,7 +227,7 @@ type purgeOp struct {
 
 func (op *purgeOp) apply(t *txn) error {
 	op.n = 0
-	b := t.dlqB.Bucket([]byte(op.dest))
+	b := t.dlqBucket().Bucket([]byte(op.dest))
 	if b == nil {
 		if op.d == nil {
 			return fmt.Errorf("forward: no dead letters for %q: %w", op.dest, errUnknownDest)
@@ -242,11 +242,11 @@ func (op *purgeOp) apply(t *txn) error {
 	}); err != nil {
 		return err
 	}
-	if err := t.dlqB.DeleteBucket([]byte(op.dest)); err != nil {
+	if err := t.dlqBucket().DeleteBucket([]byte(op.dest)); err != nil {
 		return err
 	}
 	if op.d != nil {
-		if _, err := t.dlqB.CreateBucket([]byte(op.dest)); err != nil {
+		if _, err := t.dlqBucket().CreateBucket([]byte(op.dest)); err != nil {
 			return err
 		}
 		t.dlq[op.d.idx].add(-int64(op.n), -bytesN)

@@ -198,7 +198,7 @@ func (w *writer) hourly(t *txn) error {
 	if h == w.lastHour {
 		return nil
 	}
-	if err := pruneIDIndex(t.ids, h, w.s.cfg.Dedup.Window.D()); err != nil {
+	if err := pruneIDIndex(t.idsBucket(), h, w.s.cfg.Dedup.Window.D()); err != nil {
 		return err
 	}
 	if err := t.trimAllDeadLetters(); err != nil {
@@ -247,7 +247,12 @@ type txn struct {
 	tx  *bolt.Tx
 	now time.Time
 
+	// events is opened with the transaction; the other buckets are
+	// opened on first use (through their methods): most commits touch
+	// one or two of them, and opening a bucket allocates.
 	events, pending, ids, destsB, dlqB, quar *bolt.Bucket
+	// eventsC and pendingC serve point reads and deletes (see seekGet).
+	eventsC, pendingC *bolt.Cursor
 
 	startSeq, seq uint64
 	arena         []byte
@@ -263,15 +268,11 @@ func (t *txn) begin(tx *bolt.Tx, now time.Time) {
 	t.tx = tx
 	t.now = now
 	t.events = tx.Bucket(bucketEvents)
-	t.pending = tx.Bucket(bucketPending)
-	t.ids = tx.Bucket(bucketIDs)
-	t.destsB = tx.Bucket(bucketDests)
-	t.dlqB = tx.Bucket(bucketDLQ)
-	t.quar = tx.Bucket(bucketQuarantine)
+	t.pending, t.ids, t.destsB, t.dlqB, t.quar = nil, nil, nil, nil, nil
 	// Mostly appended at the end and deleted from the front: fuller
 	// pages than bbolt's 50% default.
 	t.events.FillPercent = 0.9
-	t.pending.FillPercent = 0.9
+	t.eventsC, t.pendingC = t.events.Cursor(), nil
 	t.startSeq = t.events.Sequence()
 	t.seq = t.startSeq
 	// Keys and values must stay valid until the commit. A fresh slice
@@ -282,6 +283,28 @@ func (t *txn) begin(tx *bolt.Tx, now time.Time) {
 	t.spool, t.quarD = delta{}, delta{}
 	clear(t.backlog)
 	clear(t.dlq)
+}
+
+// pendingBucket returns the pending masks' bucket and its cursor.
+func (t *txn) pendingBucket() (*bolt.Bucket, *bolt.Cursor) {
+	if t.pending == nil {
+		t.pending = t.tx.Bucket(bucketPending)
+		t.pending.FillPercent = 0.9 // like events
+		t.pendingC = t.pending.Cursor()
+	}
+	return t.pending, t.pendingC
+}
+
+func (t *txn) idsBucket() *bolt.Bucket        { return t.lazy(&t.ids, bucketIDs) }
+func (t *txn) destsBucket() *bolt.Bucket      { return t.lazy(&t.destsB, bucketDests) }
+func (t *txn) dlqBucket() *bolt.Bucket        { return t.lazy(&t.dlqB, bucketDLQ) }
+func (t *txn) quarantineBucket() *bolt.Bucket { return t.lazy(&t.quar, bucketQuarantine) }
+
+func (t *txn) lazy(b **bolt.Bucket, name []byte) *bolt.Bucket {
+	if *b == nil {
+		*b = t.tx.Bucket(name)
+	}
+	return *b
 }
 
 // keep copies b into the transaction's arena.
@@ -342,12 +365,13 @@ func (t *txn) publish() {
 // Put costs the group commit), the first destination done writes one.
 func (t *txn) clearPending(seq uint64, di, nd, size int) error {
 	k := t.key(seq)
-	v := t.pending.Get(k)
+	pending, pendingC := t.pendingBucket()
+	v := seekGet(pendingC, k)
 	var m uint64
 	switch {
 	case len(v) == 8:
 		m = binary.LittleEndian.Uint64(v)
-	case t.events.Get(k) == nil:
+	case seekGet(t.eventsC, k) == nil:
 		return nil // already gone: an earlier outcome, or a replayed op
 	default:
 		m = allPending(nd)
@@ -358,14 +382,14 @@ func (t *txn) clearPending(seq uint64, di, nd, size int) error {
 	}
 	m &^= bit
 	if m != 0 {
-		return t.pending.Put(k, t.mask(m))
+		return pending.Put(k, t.mask(m))
 	}
 	if v != nil {
-		if err := t.pending.Delete(k); err != nil {
+		if err := seekDelete(pendingC, k); err != nil {
 			return err
 		}
 	}
-	if err := t.events.Delete(k); err != nil {
+	if err := seekDelete(t.eventsC, k); err != nil {
 		return err
 	}
 	t.spool.add(-1, -int64(size))

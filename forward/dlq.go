@@ -84,11 +84,12 @@ func (t *txn) trimDeadLetters(b *bolt.Bucket, c *counters, dd *delta) error {
 // trimAllDeadLetters applies dlq.max_age to every queue; entries expire
 // even when nothing new arrives. The writer runs it once an hour.
 func (t *txn) trimAllDeadLetters() error {
-	if err := t.trimDeadLetters(t.quar, &t.s.quarantine, &t.quarD); err != nil {
+	if err := t.trimDeadLetters(t.quarantineBucket(), &t.s.quarantine, &t.quarD); err != nil {
 		return err
 	}
-	return t.dlqB.ForEach(func(name, v []byte) error {
-		b := t.dlqB.Bucket(name)
+	dlq := t.dlqBucket()
+	return dlq.ForEach(func(name, v []byte) error {
+		b := dlq.Bucket(name)
 		if v != nil || b == nil {
 			return nil
 		}
@@ -101,7 +102,7 @@ func (t *txn) trimAllDeadLetters() error {
 
 // deadLetterBucket returns (creating) the queue of dest.
 func (t *txn) deadLetterBucket(dest string) (*bolt.Bucket, error) {
-	return t.dlqB.CreateBucketIfNotExists([]byte(dest))
+	return t.dlqBucket().CreateBucketIfNotExists([]byte(dest))
 }
 
 // quarantineOp stores events that failed validation on browser routes.
@@ -138,7 +139,7 @@ func newQuarantineOp(now time.Time, events []*enrich.Event, reasons []string) *q
 func (op *quarantineOp) apply(t *txn) error {
 	op.n = 0
 	for i := range op.entries {
-		if err := t.putDeadLetter(t.quar, &t.s.quarantine, &t.quarD, &op.entries[i]); err != nil {
+		if err := t.putDeadLetter(t.quarantineBucket(), &t.s.quarantine, &t.quarD, &op.entries[i]); err != nil {
 			return err
 		}
 		op.n++

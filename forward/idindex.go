@@ -37,7 +37,7 @@ func hourKey(h int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(
 
 // idBucket returns the current hour's bucket, creating it.
 func (t *txn) idBucket() (*bolt.Bucket, error) {
-	return t.ids.CreateBucketIfNotExists(t.keep(hourKey(hourOf(t.now))))
+	return t.idsBucket().CreateBucketIfNotExists(t.keep(hourKey(hourOf(t.now))))
 }
 
 // putIDs writes the transaction's dedup keys as one sorted run, merged

@@ -29,8 +29,9 @@ func (x *deliverer) read(due []*retryEntry, limit int) (items []*item, more bool
 	err = x.s.db.View(func(tx *bolt.Tx) error {
 		events := tx.Bucket(bucketEvents)
 		pending := tx.Bucket(bucketPending)
+		ec, pc := events.Cursor(), pending.Cursor()
 		for _, e := range due {
-			v := events.Get(seqKey(key[:0], e.seq))
+			v := seekGet(ec, seqKey(key[:0], e.seq))
 			if v == nil {
 				// Resolved behind our back (cannot happen) or lost: forget it.
 				x.log.Warn("retry entry without its event", zap.Uint64("seq", e.seq))
@@ -62,7 +63,7 @@ func (x *deliverer) read(due []*retryEntry, limit int) (items []*item, more bool
 			if di < 0 {
 				continue
 			}
-			if !isPending(pending.Get(k), di) {
+			if !isPending(seekGet(pc, k), di) {
 				continue // done before a crash lost the cursor's last move
 			}
 			it := &item{seq: seq, di: di, nd: nd, size: len(v), appended: appended, tracked: true}

@@ -49,7 +49,7 @@ func (op *resolveOp) reset() {
 
 func (op *resolveOp) apply(t *txn) error {
 	d := op.d
-	db := t.destsB.Bucket([]byte(d.name))
+	db := t.destsBucket().Bucket([]byte(d.name))
 	if db == nil {
 		return errUnknownDest
 	}
