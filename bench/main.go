@@ -75,7 +75,7 @@ func main() {
 	flag.DurationVar(&o.DrainMax, "drain-max", 60*time.Second, "longest wait for deliveries after the load")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the temporary directory (config, sidetrack.log, spool, nginx) for inspection")
 	flag.IntVar(&o.Rounds, "rounds", 3, "rounds of the throughput phases; the report takes medians")
-	flag.StringVar(&o.Generator, "generator", "auto", "throughput generator: auto (wrk when installed), wrk or fasthttp")
+	flag.StringVar(&o.Generator, "generator", "auto", "throughput generator: auto (the fasthttp generator), fasthttp, or wrk (when installed)")
 	flag.StringVar(&o.Nginx, "nginx", "auto", "nginx binary for the pass-through anchor: auto (PATH, /usr/sbin), off, or a path")
 	flag.StringVar(&o.Benthos, "benthos", "auto", "Benthos binary: auto (cached, else build once into the user cache dir), cached, off, or a path")
 	flag.Float64Var(&o.Rate, "rate", 0, "one open-loop latency run at this many requests/s (instead of half peak and peak)")

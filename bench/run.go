@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -277,6 +278,7 @@ func run(ctx context.Context, o options, logw io.Writer) (*Report, error) {
 
 	rep.ratios()
 	rep.budgets(o.DedupCap)
+	rep.Notes = append(rep.Notes, saturated(rep.Phases, o.Pin)...)
 	rep.Notes = append(rep.Notes,
 		"generator CPU: "+gen.cpuNote(),
 		"server CPU is utime+stime of the server's processes from /proc/<pid>/stat over the phase (10 ms resolution)")
@@ -287,6 +289,27 @@ func run(ctx context.Context, o options, logw io.Writer) (*Report, error) {
 		rep.Notes = append(rep.Notes, "not pinned: sidetrack, the generator and the fakes share all CPUs (use -pin on a 2-core machine)")
 	}
 	return rep, nil
+}
+
+// saturated names the phases whose generator used (nearly) all the CPU it
+// had: there the generator, not the server, set the pace, and ratios to
+// that phase are off. Pinned, the generator and the fakes share one CPU.
+func saturated(phases []*PhaseSummary, pinned bool) []string {
+	cores := 1.0
+	if !pinned {
+		cores = float64(runtime.NumCPU())
+	}
+	var notes []string
+	for _, p := range phases {
+		m := p.Median
+		if m.Seconds <= 0 {
+			continue
+		}
+		if use := m.GeneratorCPUSec / m.Seconds; use >= 0.9*cores {
+			notes = append(notes, fmt.Sprintf("GENERATOR-BOUND: in the %s phase the generator used %.2f of %.0f CPU(s); its req/s is a floor, not the server's limit", p.Name, use, cores))
+		}
+	}
+	return notes
 }
 
 // pidsOf is the child's own pid as a CPU source.
