@@ -126,7 +126,7 @@ func (x *deliverer) readExternal(due []*retryEntry, limit int) (items []*item, m
 			continue
 		}
 		it := &item{seq: e.seq, nd: 1, size: len(js), appended: appended, attempts: e.state.attempts, retry: e}
-		items = x.decode(items, it, js, now)
+		items = x.decode(items, it, js, now, x.light) // admitted when first read
 	}
 	if limit <= 0 {
 		return items, false, nil
@@ -137,7 +137,7 @@ func (x *deliverer) readExternal(due []*retryEntry, limit int) (items []*item, m
 		it := &item{seq: seq, nd: 1, size: len(js), appended: appended, tracked: true}
 		x.track.add(seq, appended.UnixMilli())
 		before := len(items)
-		items = x.decode(items, it, js, now)
+		items = x.decode(items, it, js, now, false)
 		if len(items) == before {
 			return // dead-lettered as undecodable
 		}
