@@ -38,6 +38,8 @@ type deliverer struct {
 	parser fastjson.Parser
 	// light: the adapter takes light events (storedJSONSender).
 	light bool
+	// free holds resolved items for reuse (newItem).
+	free []*item
 
 	readPos   uint64 // last sequence read from the backlog
 	persisted uint64 // cursor on disk

@@ -35,14 +35,14 @@ func (x *deliverer) read(due []*retryEntry, limit int) (items []*item, more bool
 			if v == nil {
 				// Resolved behind our back (cannot happen) or lost: forget it.
 				x.log.Warn("retry entry without its event", zap.Uint64("seq", e.seq))
-				x.op.done = append(x.op.done, &item{seq: e.seq, di: e.di, nd: e.nd, retry: e})
+				x.op.done = append(x.op.done, x.newItem(item{seq: e.seq, di: e.di, nd: e.nd, retry: e}))
 				continue
 			}
 			_, _, _, off, err := recordDestIndex(v, x.d.name)
 			if err != nil {
 				return err
 			}
-			it := &item{seq: e.seq, di: e.di, nd: e.nd, size: len(v), appended: e.appended, attempts: e.state.attempts, retry: e}
+			it := x.newItem(item{seq: e.seq, di: e.di, nd: e.nd, size: len(v), appended: e.appended, attempts: e.state.attempts, retry: e})
 			items = x.decode(items, it, v[off:], now, x.light)
 		}
 		if limit <= 0 {
@@ -66,7 +66,7 @@ func (x *deliverer) read(due []*retryEntry, limit int) (items []*item, more bool
 			if !isPending(seekGet(pc, k), di) {
 				continue // done before a crash lost the cursor's last move
 			}
-			it := &item{seq: seq, di: di, nd: nd, size: len(v), appended: appended, tracked: true}
+			it := x.newItem(item{seq: seq, di: di, nd: nd, size: len(v), appended: appended, tracked: true})
 			x.track.add(seq, appended.UnixMilli())
 			items = x.decode(items, it, v[off:], now, x.light)
 			n++
