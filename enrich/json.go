@@ -298,7 +298,7 @@ func (w *jw) time(k string, t time.Time, always bool) {
 	}
 	w.key(k)
 	w.b = append(w.b, '"')
-	w.b = t.UTC().AppendFormat(w.b, timeLayout)
+	w.b = appendTime(w.b, t)
 	w.b = append(w.b, '"')
 }
 
