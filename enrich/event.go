@@ -81,6 +81,9 @@ type Event struct {
 	Notes StageNotes `json:"-"`
 
 	arena []byte
+	// stored is the canonical JSON of a light event (LoadStoredJSON),
+	// aliasing the arena; AppendJSON sends it as it is.
+	stored []byte
 }
 
 // Attribution is where a visit came from (DESIGN §3, §4 "Attribution").

@@ -20,8 +20,12 @@ const timeLayout = "2006-01-02T15:04:05.000Z07:00"
 // AppendJSON appends e as one JSON object (the NDJSON shape of
 // docs/event.md) to dst. It is the hot-path encoder: it does not allocate
 // beyond growing dst. encoding/json produces the same document (the types'
-// MarshalJSON methods agree with it), which tests check.
+// MarshalJSON methods agree with it), which tests check. For a light event
+// (LoadStoredJSON) it appends the stored bytes.
 func (e *Event) AppendJSON(dst []byte) []byte {
+	if e.stored != nil {
+		return append(dst, e.stored...)
+	}
 	w := jw{b: dst}
 	w.open('{')
 	w.str("event_id", e.EventID, true)
@@ -294,7 +298,7 @@ func (w *jw) time(k string, t time.Time, always bool) {
 	}
 	w.key(k)
 	w.b = append(w.b, '"')
-	w.b = t.UTC().AppendFormat(w.b, timeLayout)
+	w.b = appendTime(w.b, t)
 	w.b = append(w.b, '"')
 }
 

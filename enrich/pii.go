@@ -284,8 +284,48 @@ func countryCode(s string) string {
 	if len(code) != 2 {
 		return ""
 	}
-	return strings.ToLower(code)
+	return lowerCode(code)
 }
+
+// lowerCode lower-cases a two-letter upper-case region code without
+// allocating: the result is a constant's substring.
+func lowerCode(code string) string {
+	a, b := code[0]-'A', code[1]-'A'
+	if a >= 26 || b >= 26 {
+		return strings.ToLower(code)
+	}
+	i := (int(a)*26 + int(b)) * 2
+	return letterPairs[i : i+2]
+}
+
+// letterPairs is every pair of lower-case letters, "aa" to "zz", in
+// order: lowerCode slices country codes out of it.
+const letterPairs = "aaabacadaeafagahaiajakalamanaoapaqarasatauavawaxayaz" +
+	"babbbcbdbebfbgbhbibjbkblbmbnbobpbqbrbsbtbubvbwbxbybz" +
+	"cacbcccdcecfcgchcicjckclcmcncocpcqcrcsctcucvcwcxcycz" +
+	"dadbdcdddedfdgdhdidjdkdldmdndodpdqdrdsdtdudvdwdxdydz" +
+	"eaebecedeeefegeheiejekelemeneoepeqereseteuevewexeyez" +
+	"fafbfcfdfefffgfhfifjfkflfmfnfofpfqfrfsftfufvfwfxfyfz" +
+	"gagbgcgdgegfggghgigjgkglgmgngogpgqgrgsgtgugvgwgxgygz" +
+	"hahbhchdhehfhghhhihjhkhlhmhnhohphqhrhshthuhvhwhxhyhz" +
+	"iaibicidieifigihiiijikiliminioipiqirisitiuiviwixiyiz" +
+	"jajbjcjdjejfjgjhjijjjkjljmjnjojpjqjrjsjtjujvjwjxjyjz" +
+	"kakbkckdkekfkgkhkikjkkklkmknkokpkqkrksktkukvkwkxkykz" +
+	"lalblcldlelflglhliljlklllmlnlolplqlrlsltlulvlwlxlylz" +
+	"mambmcmdmemfmgmhmimjmkmlmmmnmompmqmrmsmtmumvmwmxmymz" +
+	"nanbncndnenfngnhninjnknlnmnnnonpnqnrnsntnunvnwnxnynz" +
+	"oaobocodoeofogohoiojokolomonooopoqorosotouovowoxoyoz" +
+	"papbpcpdpepfpgphpipjpkplpmpnpopppqprpsptpupvpwpxpypz" +
+	"qaqbqcqdqeqfqgqhqiqjqkqlqmqnqoqpqqqrqsqtquqvqwqxqyqz" +
+	"rarbrcrdrerfrgrhrirjrkrlrmrnrorprqrrrsrtrurvrwrxryrz" +
+	"sasbscsdsesfsgshsisjskslsmsnsospsqsrssstsusvswsxsysz" +
+	"tatbtctdtetftgthtitjtktltmtntotptqtrtstttutvtwtxtytz" +
+	"uaubucudueufuguhuiujukulumunuoupuqurusutuuuvuwuxuyuz" +
+	"vavbvcvdvevfvgvhvivjvkvlvmvnvovpvqvrvsvtvuvvvwvxvyvz" +
+	"wawbwcwdwewfwgwhwiwjwkwlwmwnwowpwqwrwswtwuwvwwwxwywz" +
+	"xaxbxcxdxexfxgxhxixjxkxlxmxnxoxpxqxrxsxtxuxvxwxxxyxz" +
+	"yaybycydyeyfygyhyiyjykylymynyoypyqyrysytyuyvywyxyyyz" +
+	"zazbzczdzezfzgzhzizjzkzlzmznzozpzqzrzsztzuzvzwzxzyzz"
 
 // normDOB appends a date of birth as YYYYMMDD.
 func normDOB(dst []byte, s string) ([]byte, bool) {

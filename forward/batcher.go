@@ -23,6 +23,31 @@ type item struct {
 	tracked  bool        // read from the backlog: the cursor waits for it
 }
 
+// newItem returns v in an item from the deliverer's free list. Items are
+// created and resolved by the deliverer's goroutine only, so the list
+// needs no lock, and a steady delivery allocates none.
+func (x *deliverer) newItem(v item) *item {
+	if n := len(x.free); n > 0 {
+		it := x.free[n-1]
+		x.free = x.free[:n-1]
+		*it = v
+		return it
+	}
+	it := new(item)
+	*it = v
+	return it
+}
+
+// freeItem takes back a resolved item: nothing refers to it any more
+// (its batch is gone and its outcome committed).
+func (x *deliverer) freeItem(it *item) {
+	if len(x.free) >= x.maxHeld {
+		return
+	}
+	*it = item{}
+	x.free = append(x.free, it)
+}
+
 // batch is a group of items sent in one request.
 type batch struct {
 	group string

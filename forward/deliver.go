@@ -36,6 +36,10 @@ type deliverer struct {
 
 	// parser decodes stored events; only the deliverer's read loop uses it.
 	parser fastjson.Parser
+	// light: the adapter takes light events (storedJSONSender).
+	light bool
+	// free holds resolved items for reuse (newItem).
+	free []*item
 
 	readPos   uint64 // last sequence read from the backlog
 	persisted uint64 // cursor on disk
@@ -103,6 +107,9 @@ func newDeliverer(s *Spool, d *destState) *deliverer {
 		x.maxBytes = lim.MaxBytes
 	}
 	x.maxEvents = max(x.maxEvents, 1)
+	if sj, ok := d.dest.(storedJSONSender); ok {
+		x.light = sj.SendsStoredJSON()
+	}
 	if x.timeout <= 0 {
 		x.timeout = 10 * time.Second
 	}

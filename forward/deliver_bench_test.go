@@ -22,13 +22,30 @@ func (c *countingDest) Send(_ context.Context, b []*enrich.Event) ([]error, erro
 	return nil, nil
 }
 
+// storedCountingDest counts like countingDest and takes light events
+// (storedJSONSender), as the webhook and ndjson adapters do.
+type storedCountingDest struct{ countingDest }
+
+func (c *storedCountingDest) SendsStoredJSON() bool { return true }
+
 // BenchmarkDeliver measures the read side: b.N spooled events read,
-// decoded, batched, sent to a destination that only counts, and their
-// outcomes recorded. It reports delivered events/s.
+// decoded (in full, or light for an adapter that sends them as stored),
+// batched, sent to a destination that only counts, and their outcomes
+// recorded. It reports delivered events/s.
 func BenchmarkDeliver(b *testing.B) {
+	b.Run("decode", func(b *testing.B) {
+		cd := &countingDest{}
+		benchDeliver(b, cd, &cd.n)
+	})
+	b.Run("stored", func(b *testing.B) {
+		cd := &storedCountingDest{}
+		benchDeliver(b, cd, &cd.n)
+	})
+}
+
+func benchDeliver(b *testing.B, cd Destination, delivered *atomic.Int64) {
 	cfg := testConfig(b, b.TempDir(), "50ms", []string{dest("count", "batch: {max_events: 500, max_wait: 1ms}")}, "")
 	pool := &enrich.EventPool{}
-	cd := &countingDest{}
 	s, err := Open(cfg, []Destination{cd}, nil, pool)
 	if err != nil {
 		b.Fatal(err)
@@ -47,12 +64,13 @@ func BenchmarkDeliver(b *testing.B) {
 			evs = evs[:0]
 		}
 	}
+	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
 	if err := s.Start(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	for cd.n.Load() < int64(b.N) {
+	for delivered.Load() < int64(b.N) {
 		time.Sleep(100 * time.Microsecond)
 	}
 	b.StopTimer()

@@ -46,6 +46,14 @@ type Destination interface {
 	Close() error
 }
 
+// storedJSONSender is implemented by adapters that send each event as its
+// canonical JSON (enrich.Event.AppendJSON) and read no other field than
+// EventID and Name in GroupKey, Prepare and Send (webhook, ndjson). When
+// SendsStoredJSON is true, delivery hands them light events
+// (enrich.Event.LoadStoredJSON): the spooled JSON goes out as stored,
+// without being decoded and encoded again.
+type storedJSONSender interface{ SendsStoredJSON() bool }
+
 // Limits bounds one request to a destination. It is declared in
 // forward/status, which adapters import, because an adapter's Limits method
 // must return this very type to satisfy Destination.

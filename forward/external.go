@@ -122,11 +122,11 @@ func (x *deliverer) readExternal(due []*retryEntry, limit int) (items []*item, m
 		appended, js, ok := l.Lookup(e.seq)
 		if !ok {
 			// Another consumer owns it now; forget it here.
-			x.op.done = append(x.op.done, &item{seq: e.seq, retry: e})
+			x.op.done = append(x.op.done, x.newItem(item{seq: e.seq, retry: e}))
 			continue
 		}
-		it := &item{seq: e.seq, nd: 1, size: len(js), appended: appended, attempts: e.state.attempts, retry: e}
-		items = x.decode(items, it, js, now)
+		it := x.newItem(item{seq: e.seq, nd: 1, size: len(js), appended: appended, attempts: e.state.attempts, retry: e})
+		items = x.decode(items, it, js, now, x.light) // admitted when first read
 	}
 	if limit <= 0 {
 		return items, false, nil
@@ -134,10 +134,10 @@ func (x *deliverer) readExternal(due []*retryEntry, limit int) (items []*item, m
 	n, err := l.Read(limit, func(seq uint64, appended time.Time, js []byte) {
 		// Tracked like a spool record, for the oldest-age gauge; the
 		// cursor it yields is ignored (the log keeps its own position).
-		it := &item{seq: seq, nd: 1, size: len(js), appended: appended, tracked: true}
+		it := x.newItem(item{seq: seq, nd: 1, size: len(js), appended: appended, tracked: true})
 		x.track.add(seq, appended.UnixMilli())
 		before := len(items)
-		items = x.decode(items, it, js, now)
+		items = x.decode(items, it, js, now, false)
 		if len(items) == before {
 			return // dead-lettered as undecodable
 		}

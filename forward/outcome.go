@@ -299,7 +299,7 @@ func (x *deliverer) resolved(op *resolveOp) {
 			x.retries.remove(it.retry)
 		}
 		x.s.pool.Put(it.ev)
-		it.ev = nil
+		x.freeItem(it)
 	}
 	for _, it := range op.done {
 		forget(it)
@@ -325,7 +325,7 @@ func (x *deliverer) resolved(op *resolveOp) {
 			}
 		}
 		x.s.pool.Put(it.ev)
-		it.ev = nil
+		x.freeItem(it)
 	}
 }
 

@@ -35,15 +35,15 @@ func (x *deliverer) read(due []*retryEntry, limit int) (items []*item, more bool
 			if v == nil {
 				// Resolved behind our back (cannot happen) or lost: forget it.
 				x.log.Warn("retry entry without its event", zap.Uint64("seq", e.seq))
-				x.op.done = append(x.op.done, &item{seq: e.seq, di: e.di, nd: e.nd, retry: e})
+				x.op.done = append(x.op.done, x.newItem(item{seq: e.seq, di: e.di, nd: e.nd, retry: e}))
 				continue
 			}
 			_, _, _, off, err := recordDestIndex(v, x.d.name)
 			if err != nil {
 				return err
 			}
-			it := &item{seq: e.seq, di: e.di, nd: e.nd, size: len(v), appended: e.appended, attempts: e.state.attempts, retry: e}
-			items = x.decode(items, it, v[off:], now)
+			it := x.newItem(item{seq: e.seq, di: e.di, nd: e.nd, size: len(v), appended: e.appended, attempts: e.state.attempts, retry: e})
+			items = x.decode(items, it, v[off:], now, x.light)
 		}
 		if limit <= 0 {
 			return nil
@@ -66,9 +66,9 @@ func (x *deliverer) read(due []*retryEntry, limit int) (items []*item, more bool
 			if !isPending(seekGet(pc, k), di) {
 				continue // done before a crash lost the cursor's last move
 			}
-			it := &item{seq: seq, di: di, nd: nd, size: len(v), appended: appended, tracked: true}
+			it := x.newItem(item{seq: seq, di: di, nd: nd, size: len(v), appended: appended, tracked: true})
 			x.track.add(seq, appended.UnixMilli())
-			items = x.decode(items, it, v[off:], now)
+			items = x.decode(items, it, v[off:], now, x.light)
 			n++
 		}
 		if k == nil {
@@ -81,9 +81,15 @@ func (x *deliverer) read(due []*retryEntry, limit int) (items []*item, more bool
 }
 
 // decode turns it's stored JSON into a pooled event and appends it to
-// items, or dead-letters it.
-func (x *deliverer) decode(items []*item, it *item, js []byte, now time.Time) []*item {
+// items, or dead-letters it. light loads the event in its light form when
+// the JSON allows (see storedJSONSender); otherwise it is decoded in full.
+func (x *deliverer) decode(items []*item, it *item, js []byte, now time.Time, light bool) []*item {
 	ev := x.s.pool.Get()
+	if light && ev.LoadStoredJSON(js) == nil {
+		it.ev = ev
+		it.jsonLen = len(js)
+		return append(items, it)
+	}
 	if err := ev.DecodeJSON(&x.parser, js); err != nil {
 		x.s.pool.Put(ev)
 		x.log.Error("dead-lettering a stored event that does not decode", zap.Uint64("seq", it.seq), zap.Error(err))

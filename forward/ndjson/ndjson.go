@@ -151,6 +151,11 @@ func (a *Adapter) GroupKey(*enrich.Event) string { return "" }
 // Prepare accepts every event: a file has no rules of its own.
 func (a *Adapter) Prepare(*enrich.Event) error { return nil }
 
+// SendsStoredJSON tells the delivery core that each line is the event's
+// canonical JSON and that no field is read, so events may come as
+// stored, without being decoded first.
+func (a *Adapter) SendsStoredJSON() bool { return true }
+
 // Send appends batch as one write followed by fsync. On success every
 // per-event result is nil; on failure the file is left as it was (whole
 // lines only) and err is retryable, with a wait when the disk is full.

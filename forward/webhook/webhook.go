@@ -206,6 +206,11 @@ func (a *Adapter) GroupKey(*enrich.Event) string { return "" }
 // Prepare accepts every event: the receiver's rules are unknown.
 func (a *Adapter) Prepare(*enrich.Event) error { return nil }
 
+// SendsStoredJSON tells the delivery core that the body is each event's
+// canonical JSON and that only EventID is read (for the headers), so
+// events may come as stored, without being decoded first.
+func (a *Adapter) SendsStoredJSON() bool { return true }
+
 // Send POSTs batch as one request. The answer decides the whole batch:
 // on 2xx every per-event result is nil; otherwise err is classified by
 // status.FromHTTP (Retry-After honoured) or status.Network.
