@@ -417,6 +417,21 @@ func (e *Event) InternString(s string) string {
 	return e.Intern(unsafe.Slice(unsafe.StringData(s), len(s)))
 }
 
+// VisitorID is what identifies the visitor for ordering and partitioning:
+// the device id, else the client's anonymous id, else the user id, else
+// the event id (an event with no visitor at all stands alone).
+func (e *Event) VisitorID() string {
+	switch {
+	case e.DeviceID != "":
+		return e.DeviceID
+	case e.AnonymousID != "":
+		return e.AnonymousID
+	case e.UserID != "":
+		return e.UserID
+	}
+	return e.EventID
+}
+
 // Reset clears e for reuse, keeping its arena and slices' capacity.
 func (e *Event) Reset() {
 	arena := e.arena[:0]

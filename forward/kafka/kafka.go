@@ -199,21 +199,9 @@ func (a *Adapter) GroupKey(*enrich.Event) string { return "" }
 // Prepare accepts every event: any event is a valid record.
 func (a *Adapter) Prepare(*enrich.Event) error { return nil }
 
-// Key returns the record key of e: the visitor, so that one visitor's
-// events land on one partition in order. It is the device id, else the
-// client's anonymous id, else the user id, else the event id (an event
-// with no visitor id at all is spread by its own id).
-func Key(e *enrich.Event) string {
-	switch {
-	case e.DeviceID != "":
-		return e.DeviceID
-	case e.AnonymousID != "":
-		return e.AnonymousID
-	case e.UserID != "":
-		return e.UserID
-	}
-	return e.EventID
-}
+// Key returns the record key of e: the visitor (Event.VisitorID), so that
+// one visitor's events land on one partition in order.
+func Key(e *enrich.Event) string { return e.VisitorID() }
 
 // work holds one Send's reusable records and bytes.
 type work struct {

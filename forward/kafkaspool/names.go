@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/sidetrack/sidetrack/enrich"
 )
 
 // Record header keys.
@@ -35,19 +33,6 @@ func QuarantineTopic(topic string) string { return topic + ".quarantine" }
 
 // Group is the consumer group of one destination.
 func Group(prefix, destination string) string { return prefix + "-" + destination }
-
-// visitor returns what keeps one visitor's events on one partition.
-func visitor(e *enrich.Event) string {
-	switch {
-	case e.DeviceID != "":
-		return e.DeviceID
-	case e.AnonymousID != "":
-		return e.AnonymousID
-	case e.UserID != "":
-		return e.UserID
-	}
-	return e.EventID
-}
 
 func appendMillis(dst []byte, t time.Time) []byte {
 	return binary.BigEndian.AppendUint64(dst, uint64(max(t.UnixMilli(), 0)))

@@ -236,7 +236,7 @@ func (s *Sink) Append(ctx context.Context, events []*enrich.Event) error {
 		w.ends = append(w.ends, len(w.buf))
 		w.buf = appendMillis(w.buf, now)
 		w.ends = append(w.ends, len(w.buf))
-		w.buf = append(w.buf, visitor(e)...)
+		w.buf = append(w.buf, e.VisitorID()...)
 		w.ends = append(w.ends, len(w.buf))
 		if e.DedupKey != ([16]byte{}) {
 			keys = append(keys, e.DedupKey)
