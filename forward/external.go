@@ -74,7 +74,7 @@ func NewFeed(cfg *config.Config, dests []Destination, logs []Log, log *zap.Logge
 		opt(&o)
 	}
 	s := &Spool{cfg: cfg, log: log.Named("feed"), pool: pool, o: o, jit: newJitter(o.rand), byName: map[string]*destState{}}
-	s.met = newSpoolMetrics(s)
+	s.met = newSpoolMetrics(s, false)
 	if err := s.initDests(dests); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -196,6 +197,13 @@ func TestFeedOverExternalLog(t *testing.T) {
 			}
 			if got := fd.count(); got != len(tc.delivered) {
 				t.Errorf("%d events delivered, want %d", got, len(tc.delivered))
+			}
+			// A feed has no spool file: its series must not be exported
+			// (they would always read 0); the destination's are.
+			var m strings.Builder
+			f.Metrics().WritePrometheus(&m)
+			if strings.Contains(m.String(), "sidetrack_spool_bytes") || strings.Contains(m.String(), "sidetrack_spool_commits_total") || !strings.Contains(m.String(), "sidetrack_deliveries_total") {
+				t.Errorf("feed metrics:\n%s", m.String())
 			}
 			l.mu.Lock()
 			defer l.mu.Unlock()

@@ -41,21 +41,29 @@ func durationBuckets() []float64 {
 	return []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 }
 
-func newSpoolMetrics(s *Spool) *spoolMetrics {
+// newSpoolMetrics creates the spool's metrics. With local false (Feed:
+// the events live in an external log, not the spool file) the spool-file
+// series are kept out of the exported set, so a forwarder's /metrics does
+// not show a spool that is always empty.
+func newSpoolMetrics(s *Spool, local bool) *spoolMetrics {
 	set := metrics.NewSet()
+	file := set
+	if !local {
+		file = metrics.NewSet() // never written out
+	}
 	m := &spoolMetrics{
 		set:         set,
-		commits:     set.NewCounter("sidetrack_spool_commits_total"),
-		commitFails: set.NewCounter("sidetrack_spool_commit_errors_total"),
-		fsyncs:      set.NewCounter("sidetrack_spool_fsyncs_total"),
-		unrouted:    set.NewCounter("sidetrack_spool_unrouted_total"),
-		full:        set.NewCounter("sidetrack_spool_full_total"),
-		quarantined: set.NewCounter("sidetrack_quarantine_total"),
-		quarDropped: set.NewCounter("sidetrack_quarantine_dropped_total"),
+		commits:     file.NewCounter("sidetrack_spool_commits_total"),
+		commitFails: file.NewCounter("sidetrack_spool_commit_errors_total"),
+		fsyncs:      file.NewCounter("sidetrack_spool_fsyncs_total"),
+		unrouted:    file.NewCounter("sidetrack_spool_unrouted_total"),
+		full:        file.NewCounter("sidetrack_spool_full_total"),
+		quarantined: file.NewCounter("sidetrack_quarantine_total"),
+		quarDropped: file.NewCounter("sidetrack_quarantine_dropped_total"),
 	}
-	set.NewGauge("sidetrack_spool_bytes", func() float64 { return float64(s.bytes.Load()) })
-	set.NewGauge("sidetrack_spool_events", func() float64 { return float64(s.events.Load()) })
-	set.NewGauge("sidetrack_quarantine_events", func() float64 { return float64(s.quarantine.events.Load()) })
+	file.NewGauge("sidetrack_spool_bytes", func() float64 { return float64(s.bytes.Load()) })
+	file.NewGauge("sidetrack_spool_events", func() float64 { return float64(s.events.Load()) })
+	file.NewGauge("sidetrack_quarantine_events", func() float64 { return float64(s.quarantine.events.Load()) })
 	return m
 }
 

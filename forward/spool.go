@@ -125,7 +125,7 @@ func Open(cfg *config.Config, dests []Destination, log *zap.Logger, pool *enrich
 		return nil, fmt.Errorf("forward: %d destinations configured, at most %d are supported", len(cfg.Destinations), maxRecordDests)
 	}
 	s := &Spool{cfg: cfg, log: log.Named("spool"), pool: pool, o: o, jit: newJitter(o.rand), byName: map[string]*destState{}}
-	s.met = newSpoolMetrics(s)
+	s.met = newSpoolMetrics(s, true)
 	if err := s.initDests(dests); err != nil {
 		return nil, err
 	}
