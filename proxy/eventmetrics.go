@@ -4,7 +4,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/VictoriaMetrics/metrics"
 
@@ -23,10 +22,9 @@ type eventCounters struct {
 	mu    sync.RWMutex
 	byKey map[eventKey]*metrics.Counter
 	names map[string]struct{}
-
-	// totals count events per outcome whatever their name, for the
-	// status page's throughput.
-	totals [outcomes]atomic.Uint64
+	// other holds the "other" counter per source and outcome, for names
+	// past the limit or unfit as labels; those names are not remembered.
+	other map[eventKey]*metrics.Counter
 }
 
 // outcomes is the number of enrich.Outcome values.
@@ -39,7 +37,7 @@ type eventKey struct {
 }
 
 func newEventCounters(m *Metrics) *eventCounters {
-	return &eventCounters{set: m.Set(), byKey: map[eventKey]*metrics.Counter{}, names: map[string]struct{}{}}
+	return &eventCounters{set: m.Set(), byKey: map[eventKey]*metrics.Counter{}, names: map[string]struct{}{}, other: map[eventKey]*metrics.Counter{}}
 }
 
 // add counts one event. The event's name is only read, never kept: a new
@@ -48,14 +46,36 @@ func (c *eventCounters) add(e *enrich.Event, o enrich.Outcome) {
 	k := eventKey{source: e.Source, name: e.Name, outcome: o}
 	c.mu.RLock()
 	ctr := c.byKey[k]
+	if ctr == nil && !c.canName(k.name) {
+		ctr = c.other[eventKey{source: k.source, outcome: o}]
+	}
 	c.mu.RUnlock()
 	if ctr == nil {
 		ctr = c.create(k)
 	}
 	ctr.Inc()
-	if int(o) < outcomes {
-		c.totals[o].Add(1)
+}
+
+// canName reports whether a name not seen yet would get its own label.
+// Caller holds mu.
+func (c *eventCounters) canName(name string) bool {
+	return len(c.names) < maxEventNames && name != "" && labelSafe(name)
+}
+
+// byOutcome sums the counters per outcome, whatever the source and name,
+// for the status page's throughput. It is read every few seconds, so the
+// sum is taken then rather than kept per event.
+func (c *eventCounters) byOutcome() (n [outcomes]uint64) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, m := range [...]map[eventKey]*metrics.Counter{c.byKey, c.other} {
+		for k, ctr := range m {
+			if int(k.outcome) < outcomes {
+				n[k.outcome] += ctr.Get()
+			}
+		}
 	}
+	return n
 }
 
 func (c *eventCounters) create(k eventKey) *metrics.Counter {
@@ -67,20 +87,28 @@ func (c *eventCounters) create(k eventKey) *metrics.Counter {
 	label := "other"
 	if _, ok := c.names[k.name]; ok {
 		label = k.name
-	} else if len(c.names) < maxEventNames && k.name != "" && labelSafe(k.name) {
+	} else if c.canName(k.name) {
 		label = strings.Clone(k.name)
 		c.names[label] = struct{}{}
 	}
-	ctr := c.set.GetOrCreateCounter(`sidetrack_events_total{source=` + strconv.Quote(string(k.source)) +
-		`,name=` + strconv.Quote(label) + `,outcome=` + strconv.Quote(k.outcome.String()) + `}`)
 	if label == "other" {
-		// Unknown names beyond the limit share one counter per source and
-		// outcome; do not remember each of them.
+		ok := eventKey{source: k.source, outcome: k.outcome}
+		if ctr := c.other[ok]; ctr != nil {
+			return ctr
+		}
+		ctr := c.counter(k.source, label, k.outcome)
+		c.other[ok] = ctr
 		return ctr
 	}
+	ctr := c.counter(k.source, label, k.outcome)
 	k.name = label
 	c.byKey[k] = ctr
 	return ctr
+}
+
+func (c *eventCounters) counter(source enrich.Source, name string, o enrich.Outcome) *metrics.Counter {
+	return c.set.GetOrCreateCounter(`sidetrack_events_total{source=` + strconv.Quote(string(source)) +
+		`,name=` + strconv.Quote(name) + `,outcome=` + strconv.Quote(o.String()) + `}`)
 }
 
 // labelSafe keeps odd bytes out of metric labels.

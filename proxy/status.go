@@ -126,9 +126,7 @@ func (st *statusState) read() throughputSample {
 	}
 	m.otherMu.RUnlock()
 	if tr := st.s.tracker; tr != nil {
-		for i := range x.events {
-			x.events[i] = tr.counts.totals[i].Load()
-		}
+		x.events = tr.counts.byOutcome()
 	}
 	return x
 }
